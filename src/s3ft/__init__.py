@@ -1,0 +1,3 @@
+"""s3ft: fine-tune LLMs on their own correct answers (SSR / S3FT) so they forget less."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""Run-directory artifacts: one JSONL per stage plus a `.meta.json` sidecar.
+
+Every stage appends finished rows to its JSONL and fsyncs, so a run killed at any point
+(even `kill -9`) restarts where it stopped: rows already on disk are kept and skipped, a
+half-written last line is dropped. The sidecar holds a fingerprint of everything the
+stage's output depends on (model, task, prompts, decoding...); a mismatch is an error
+rather than a silent reuse of stale rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import S3FTError
+
+
+def fingerprint(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file; a malformed line is an error naming file and line."""
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise S3FTError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise S3FTError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise S3FTError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield row
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write a whole file atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _drop_partial_tail(path: Path) -> None:
+    """A crash mid-write can leave a last line without its newline: cut it off."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
+
+
+class StageArtifact:
+    """The JSONL a stage writes, keyed by row `id`, resumable and fingerprinted."""
+
+    def __init__(self, path: str | Path, inputs: dict, force: bool = False):
+        self.path = Path(path)
+        self.meta_path = self.path.with_name(self.path.stem + ".meta.json")
+        self.inputs = inputs
+        self.fingerprint = fingerprint(inputs)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        meta = self._read_meta()
+        if meta is not None and meta.get("fingerprint") != self.fingerprint:
+            if not force:
+                changed = sorted(k for k in set(inputs) | set(meta.get("inputs", {}))
+                                 if json.dumps(inputs.get(k), sort_keys=True, default=str)
+                                 != json.dumps(meta.get("inputs", {}).get(k), sort_keys=True, default=str))
+                raise S3FTError(
+                    f"{self.path}: made with different settings (changed: {', '.join(changed) or '?'}); "
+                    "use another output directory or --force to recompute it")
+            meta = None
+        if meta is None:
+            self.path.unlink(missing_ok=True)
+            self._write_meta(done=False, stats={})
+        if self.path.exists():
+            _drop_partial_tail(self.path)
+        self.rows: dict[Any, dict] = {}
+        if self.path.exists():
+            for row in iter_jsonl(self.path):
+                self.rows[row["id"]] = row  # a duplicate id (never written by us) keeps the last
+
+    def _read_meta(self) -> dict | None:
+        if not self.meta_path.exists():
+            return None
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # a torn sidecar: start the stage over
+
+    def _write_meta(self, done: bool, stats: dict) -> None:
+        write_json(self.meta_path, {"fingerprint": self.fingerprint, "inputs": self.inputs,
+                                    "done": done, "stats": stats})
+
+    @property
+    def done(self) -> bool:
+        meta = self._read_meta()
+        return bool(meta and meta.get("done"))
+
+    def pending(self, ids: Iterable) -> list:
+        return [i for i in ids if i not in self.rows]
+
+    def append(self, rows: Iterable[dict]) -> None:
+        rows = [r for r in rows if r["id"] not in self.rows]
+        if not rows:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for row in rows:
+            self.rows[row["id"]] = row
+
+    def finish(self, stats: dict | None = None) -> None:
+        self.path.touch()
+        self._write_meta(done=True, stats=stats or {})
+
+    def ordered(self, ids: Iterable) -> list[dict]:
+        return [self.rows[i] for i in ids if i in self.rows]

@@ -1,0 +1,66 @@
+"""Generation backends. A backend turns chat requests into completions, batch by batch,
+so the calling stage can write each batch to disk as soon as it is done.
+
+To add one (vLLM, an OpenAI-compatible server): one file here with a class decorated
+`@register_backend("name")`, constructed as `cls(model_path, model_cfg, gen_cfg, adapter=None)`,
+with `generate(requests, max_new_tokens, stop) -> Iterator[list[Generation]]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Protocol
+
+from ..errors import S3FTError
+
+BACKENDS: dict[str, type] = {}
+
+
+@dataclass
+class GenRequest:
+    id: str
+    messages: list[dict]
+    prefill: str = ""
+    """Text the assistant turn starts with; the completion continues it."""
+
+
+@dataclass
+class Generation:
+    id: str
+    text: str
+    """The completion only (without the prefill)."""
+    finish_reason: str
+    """`stop` (end of turn or stop string) or `length` (hit max_new_tokens)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if not d["extra"]:
+            d.pop("extra")
+        return d
+
+
+class Backend(Protocol):
+    def generate(self, requests: list[GenRequest], max_new_tokens: int,
+                 stop: tuple[str, ...] = ()) -> Iterator[list[Generation]]: ...
+
+    def close(self) -> None: ...
+
+
+def register_backend(name: str):
+    def deco(cls):
+        BACKENDS[name] = cls
+        return cls
+    return deco
+
+
+def get_backend(name: str, *args, **kwargs) -> Backend:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    if name not in BACKENDS:
+        raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
+    return BACKENDS[name](*args, **kwargs)

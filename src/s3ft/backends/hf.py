@@ -1,0 +1,102 @@
+"""transformers backend: batched, length-sorted, left-padded `model.generate`.
+
+Speed comes from batching similar-length prompts (little padding), generating each
+distinct prompt once, and letting finished rows stop at end-of-turn. On CUDA an
+out-of-memory batch is split in half and retried.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ..config import GenerationConfig, ModelConfig
+from ..models import load_model, load_tokenizer
+from . import Generation, GenRequest, register_backend
+
+
+def render_prompt(tokenizer, req: GenRequest) -> str:
+    """Chat template + generation prompt + optional prefill; the same rendering TRL trains on."""
+    text = tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+    return text + req.prefill
+
+
+@register_backend("hf")
+class HFBackend:
+    def __init__(self, model_path: str, model_cfg: ModelConfig, gen_cfg: GenerationConfig,
+                 adapter: str | None = None, model=None, tokenizer=None):
+        self.gen_cfg = gen_cfg
+        self.tokenizer = tokenizer or load_tokenizer(model_path, model_cfg.trust_remote_code)
+        self.tokenizer.padding_side = "left"
+        self.model = model if model is not None else load_model(model_path, model_cfg, adapter=adapter)
+        gc_eos = self.model.generation_config.eos_token_id
+        eos = set(gc_eos if isinstance(gc_eos, list) else [gc_eos] if gc_eos is not None else [])
+        eos.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(e for e in eos if e is not None)
+        self.batch_size = gen_cfg.batch_size
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, requests: list[GenRequest], max_new_tokens: int,
+                 stop: tuple[str, ...] = ()) -> Iterator[list[Generation]]:
+        prompts = [render_prompt(self.tokenizer, r) for r in requests]
+        # Identical prompts are generated once (greedy decoding gives the same text).
+        by_prompt: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_prompt.setdefault(p if self.gen_cfg.temperature == 0 else f"{i}\0{p}", []).append(i)
+        unique = list(by_prompt)
+        ids = self.tokenizer([u.split("\0", 1)[-1] for u in unique], add_special_tokens=False)["input_ids"]
+        # Longest first: memory trouble shows at once, and similar lengths share a batch.
+        order = sorted(range(len(unique)), key=lambda j: -len(ids[j]))
+        start = 0
+        while start < len(order):
+            batch = order[start:start + self.batch_size]
+            try:
+                outs = self._generate_batch([ids[j] for j in batch], max_new_tokens, stop)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                torch.cuda.empty_cache()
+                continue
+            start += len(batch)
+            result = []
+            for j, (text, reason, n_tok) in zip(batch, outs):
+                for i in by_prompt[unique[j]]:
+                    result.append(Generation(requests[i].id, text, reason, len(ids[j]), n_tok))
+            yield result
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch_ids: list[list[int]], max_new_tokens: int,
+                        stop: tuple[str, ...]) -> list[tuple[str, str, int]]:
+        tok = self.tokenizer
+        enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt").to(self.model.device)
+        sampling = self.gen_cfg.temperature > 0
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling, eos_token_id=self.eos_ids,
+                      pad_token_id=tok.pad_token_id)
+        if sampling:
+            torch.manual_seed(self.gen_cfg.seed)
+            kwargs.update(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p)
+        else:  # silence "temperature is set but do_sample=False" from model defaults
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=tok)
+        out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        results = []
+        for row in new:
+            n, reason = len(row), "length"
+            for k, t in enumerate(row):
+                if t in self.eos_ids:
+                    n, reason = k, "stop"
+                    break
+            text = tok.decode(row[:n], skip_special_tokens=True)
+            for s in stop:
+                if s in text:
+                    text, reason = text[:text.index(s) + len(s)], "stop"
+            results.append((text, reason, n if reason == "length" else n + 1))
+        return results

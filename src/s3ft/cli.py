@@ -1,0 +1,114 @@
+"""Command line: `s3ft demo`, `s3ft run CONFIG --set k=v`, and one subcommand per stage."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import S3FTError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fine-tune LLMs on their own correct answers (SSR / S3FT) so they forget less.")
+
+CONFIGS = Path(__file__).parent / "configs"
+
+SetOpt = typer.Option(None, "--set", help="Override a config key, e.g. --set train.lora_r=16 (repeatable).")
+ForceOpt = typer.Option(False, "--force", help="Recompute artifacts made with other settings instead of stopping.")
+DataDirOpt = typer.Option(None, "--data-dir", help="Local hub-schema JSONL directory (or env S3FT_DATA_DIR).")
+
+
+def _fail(e: Exception) -> None:
+    if os.environ.get("S3FT_DEBUG"):
+        raise e
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _load(config: Optional[Path], overrides: Optional[List[str]], data_dir: Optional[str] = None,
+          output: Optional[Path] = None):
+    from .config import load_config
+    extra = list(overrides or [])
+    if data_dir:
+        extra.append(f"data.data_dir={data_dir}")
+    if output:
+        extra.append(f"output_dir={output}")
+    return load_config(config, extra)
+
+
+def _run(config, overrides, data_dir, output, force, until):
+    from .pipeline import run_pipeline
+    try:
+        cfg = _load(config, overrides, data_dir, output)
+        return run_pipeline(cfg, force=force, until=until)
+    except S3FTError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished rows are saved; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+        set_: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt,
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (overrides output_dir)."),
+        force: bool = ForceOpt):
+    """Run every stage: generate, judge, paraphrase, select, train, evaluate, report."""
+    _run(config, set_, data_dir, output, force, "report")
+
+
+def _stage_command(stage: str, doc: str):
+    def cmd(config: Path = typer.Argument(..., help="YAML config."), set_: Optional[List[str]] = SetOpt,
+            data_dir: Optional[str] = DataDirOpt,
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory."),
+            force: bool = ForceOpt):
+        _run(config, set_, data_dir, output, force, stage)
+    cmd.__doc__ = doc + " (runs or resumes the stages before it)."
+    app.command(name=stage)(cmd)
+
+
+for _stage, _doc in [("data", "Load and sample the task's splits"),
+                     ("generate", "Generate the base model's answers to the training queries"),
+                     ("judge", "Judge the base model's answers"),
+                     ("paraphrase", "Have the model paraphrase gold answers and judge the paraphrases"),
+                     ("select", "Select training targets for each method"),
+                     ("train", "Train one adapter per method"),
+                     ("evaluate", "Evaluate base and adapters in-domain and write the report")]:
+    _stage_command(_stage, _doc)
+
+
+@app.command()
+def demo(output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Where to write the run."),
+         set_: Optional[List[str]] = SetOpt, force: bool = ForceOpt):
+    """Offline demo: SmolLM2-135M on synthetic arithmetic, base vs SFT vs S3FT, on CPU in minutes."""
+    _run(CONFIGS / "demo.yaml", set_, None, output, force, "report")
+    typer.echo(f"wrote {output / 'summary.json'} and {output / 'report.md'}")
+
+
+@app.command()
+def tasks():
+    """List registered tasks, judges, strategies and backends."""
+    from .backends import BACKENDS, get_backend  # noqa: F401  (imports register the backends)
+    from .judges import JUDGES, get_judge
+    from .strategies import STRATEGIES
+    from .tasks import task_names
+    try:
+        get_judge("math")
+        get_backend("__list__")
+    except S3FTError:
+        pass
+    typer.echo("tasks:      " + ", ".join(task_names()))
+    typer.echo("judges:     " + ", ".join(sorted(JUDGES)))
+    typer.echo("strategies: " + ", ".join(STRATEGIES))
+    typer.echo("backends:   " + ", ".join(sorted(BACKENDS)))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

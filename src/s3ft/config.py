@@ -1,0 +1,239 @@
+"""Run configuration: plain dataclasses, loaded from YAML, overridable with `--set a.b=v`.
+
+Unknown keys and ill-typed values are errors naming the file and key, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import S3FTError
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "smollm2-135m-instruct"
+    """Hub id, local HF directory, `.gguf` file, or a built-in alias (`smollm2-135m-instruct`)."""
+    gguf_file: str | None = None
+    """GGUF file name inside `name_or_path` when that is a directory or hub repo."""
+    dtype: str = "auto"
+    """`auto` (bf16 on GPUs and CPUs that have it, else float32), `bfloat16`, `float16`, `float32`."""
+    device: str = "auto"
+    """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "arithmetic"
+    """Task name from the registry: `arithmetic`, `gsm8k`, `jsonl`, ..."""
+    data_dir: str | None = None
+    """Directory of hub-schema JSONL (e.g. `<data>/gsm8k/train.jsonl`); env `S3FT_DATA_DIR`. Unset: the hub."""
+    train_limit: int | None = None
+    """Use at most this many training rows (a seeded sample)."""
+    test_limit: int | None = None
+    """Evaluate on at most this many test rows (a seeded sample)."""
+    seed: int = 0
+    task_args: dict = field(default_factory=dict)
+    """Task-specific options, e.g. for `jsonl`: train/test file paths, field mapping, judge."""
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"
+    """Generation backend from the registry (`hf`)."""
+    max_new_tokens: int = 320
+    batch_size: int = 32
+    """Upper bound; the HF backend halves it on out-of-memory."""
+    temperature: float = 0.0
+    """0 = greedy (the papers' setting)."""
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class ParaphraseConfig:
+    min_length_ratio: float = 0.3
+    """Reject a paraphrase with fewer words than this fraction of the gold answer (dropped reasoning)."""
+    min_words: int = 8
+    """Reject a paraphrase with fewer words than this once its final-answer line is removed."""
+
+
+@dataclass
+class TrainConfig:
+    lora: bool = True
+    """LoRA via PEFT (False: full fine-tuning)."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: Any = "all-linear"
+    """PEFT target modules: `all-linear` or a list such as [q_proj, v_proj]."""
+    learning_rate: float = 2e-4
+    epochs: float = 2.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 1024
+    warmup_ratio: float = 0.03
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    merge: bool = False
+    """Also save the adapter merged into the base weights."""
+    save_steps: int = 50
+    """Checkpoint every N steps so a killed training resumes."""
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    base: bool = True
+    """Evaluate the base model too."""
+    max_new_tokens: int | None = None
+    """Defaults to generation.max_new_tokens."""
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"
+    methods: list = field(default_factory=lambda: ["sft", "s3ft"])
+    """Target-selection strategies to train: `sft`, `ssr`, `s3ft`, `sdft`."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Coerce/validate a YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except S3FTError as e:
+                errors.append(str(e))
+        raise S3FTError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (list, dict) or origin in (list, dict):
+        base = origin or tp
+        if not isinstance(value, base):
+            raise S3FTError(f"{where}: expected a {base.__name__}, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise S3FTError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise S3FTError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            prefix = f"{where}: " if where else ""
+            raise S3FTError(f"{prefix}unknown key '{key}' (known: {', '.join(sorted(names))})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = _check_type(value, tp, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise S3FTError(f"--set {dotted}: '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    out: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise S3FTError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(out, key.strip(), value)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "task_args" else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                defaults: dict | None = None) -> RunConfig:
+    data: dict = dict(defaults or {})
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise S3FTError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise S3FTError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(loaded, dict):
+            raise S3FTError(f"{path}: expected a mapping at top level")
+        data = _merge(data, loaded)
+        where = str(path)
+    over = parse_overrides(overrides or [])
+    try:
+        cfg = _build(RunConfig, _merge(data, over), "")
+    except S3FTError as e:
+        src = "--set" if over and _mentions(over, str(e)) else where
+        raise S3FTError(f"{src}: {e}") from None
+    if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
+        cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
+    for m in cfg.methods:
+        from .strategies import STRATEGIES
+        if m not in STRATEGIES:
+            raise S3FTError(f"{where}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
+    return cfg
+
+
+def _mentions(over: dict, msg: str, prefix: str = "") -> bool:
+    for k, v in over.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and _mentions(v, msg, key + "."):
+            return True
+        if f"'{k}'" in msg or key in msg:
+            return True
+    return False
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

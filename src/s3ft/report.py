@@ -1,0 +1,71 @@
+"""summary.json and report.md for a run; the table printed at the end of `s3ft run`."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .artifacts import write_json
+from .config import to_dict
+from .progress import console
+
+
+def write_summary(run, results: dict, select_stats: dict, wall_s: float) -> dict:
+    base = results.get("base", {}).get("accuracy")
+    summary = {
+        "task": run.cfg.data.task,
+        "model": run.cfg.model.name_or_path,
+        "in_domain": {m: r["accuracy"] for m, r in results.items()},
+        "in_domain_ci95": {m: r["ci95"] for m, r in results.items()},
+        "in_domain_n": {m: r["n"] for m, r in results.items()},
+        "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
+        "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
+        "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
+        "cost": {"total_wall_s": round(wall_s, 1), "stages": run.cost},
+        "config": to_dict(run.cfg),
+    }
+    write_json(run.dir / "summary.json", summary)
+    (run.dir / "report.md").write_text(render_markdown(summary, base), encoding="utf-8")
+    print_table(summary)
+    return summary
+
+
+def _mix(stats: dict) -> dict:
+    mix = stats.get("target_mix", {})
+    return {"self": mix.get("self", 0), "paraphrase": mix.get("paraphrase", 0) + mix.get("rewrite", 0),
+            "gold": mix.get("gold", 0)}
+
+
+def render_markdown(s: dict, base: float | None) -> str:
+    lines = [f"# s3ft run: {s['task']} with {s['model']}", "",
+             "## In-domain accuracy (test split, 95% Wilson CI)", "",
+             "| model | accuracy | 95% CI | n | vs base |", "|---|---:|---|---:|---:|"]
+    for m, acc in s["in_domain"].items():
+        lo, hi = s["in_domain_ci95"][m]
+        delta = "" if base is None or m == "base" else f"{100 * (acc - base):+.1f}"
+        lines.append(f"| {m} | {100 * acc:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | {s['in_domain_n'][m]} | {delta} |")
+    lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |", "|---|---:|---:|---:|"]
+    for m, mix in s["target_mix_by_method"].items():
+        lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
+                     f"{mix.get('gold', 0)} |")
+    lines += ["", "## Why rows fell back to gold", ""]
+    for m, reasons in s["gold_reasons_by_method"].items():
+        if reasons:
+            lines.append(f"- **{m}**: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()))
+    lines += ["", "## Cost", "", "| stage | wall s | tokens | rows |", "|---|---:|---:|---:|"]
+    for stage, c in s["cost"]["stages"].items():
+        lines.append(f"| {stage} | {c['wall_s']:.1f} | {c['tokens']} | {c['rows']} |")
+    lines.append(f"\nTotal wall time this invocation: {s['cost']['total_wall_s']:.0f} s "
+                 "(stages resumed from disk cost nothing and are not listed).\n")
+    return "\n".join(lines)
+
+
+def print_table(s: dict) -> None:
+    t = Table(title=f"in-domain accuracy: {s['task']}")
+    for col in ("model", "accuracy", "95% CI", "n"):
+        t.add_column(col)
+    for m, acc in s["in_domain"].items():
+        lo, hi = s["in_domain_ci95"][m]
+        t.add_row(m, f"{100 * acc:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]", str(s["in_domain_n"][m]))
+    console.print(t)
+    mix = s["target_mix"]
+    console.print(f"S3FT target mix: self {mix['self']}, paraphrase {mix['paraphrase']}, gold {mix['gold']}")

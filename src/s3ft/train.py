@@ -1,0 +1,89 @@
+"""Fine-tuning: a thin wrapper over TRL's SFTTrainer with a PEFT LoRA config.
+
+Targets are conversational prompt-completion pairs, so TRL applies the chat template
+exactly as generation does, masks the prompt out of the loss, and trains the
+end-of-turn token. Checkpoints every `save_steps` let a killed run resume.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .config import ModelConfig, TrainConfig
+from .models import load_tokenizer, pick_device, pick_dtype
+
+
+def to_sft_dataset(rows: list[dict]):
+    """Selected targets -> a `datasets.Dataset` in TRL's conversational prompt-completion form."""
+    from datasets import Dataset
+    return Dataset.from_list([{"prompt": r["messages"],
+                               "completion": [{"role": "assistant", "content": r["target"]}]} for r in rows])
+
+
+def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
+                  max_steps: int | None = None):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    device = pick_device(model_cfg.device)
+    dtype = pick_dtype(model_cfg.dtype, device)
+    on_gpu = device.startswith("cuda")
+    if not on_gpu:
+        dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
+    tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
+    tok.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                 trust_remote_code=model_cfg.trust_remote_code)
+    peft_config = None
+    if cfg.lora:
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
+        logging_steps=max(1, math.ceil(len(rows) / cfg.batch_size / 5)),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        completion_only_loss=True,
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        use_cpu=not on_gpu,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
+                      peft_config=peft_config)
+
+
+def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path) -> dict:
+    """Train on `rows` ({messages, target}); save the adapter (or full model) to `out_dir/model`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(model_path, model_cfg, cfg, rows, out_dir)
+    ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
+    final = out_dir / "model"
+    trainer.save_model(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    if cfg.lora and cfg.merge:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out_dir / "merged"))
+        trainer.processing_class.save_pretrained(str(out_dir / "merged"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
+            "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
+            "rows": len(rows), "runtime_s": result.metrics.get("train_runtime")}

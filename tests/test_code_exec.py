@@ -1,0 +1,206 @@
+"""The execution judge must fail hostile programs in bounded time and leave the host intact."""
+
+import os
+import socket
+import time
+
+from s3ft.judges.code_exec import ExecResult, extract_code, isolation_in_force, run_program, run_programs
+
+T = 3.0  # per-program timeout used throughout
+NAMESPACED = not isolation_in_force().startswith("rlimits only")
+
+
+def judge(program: str, **kwargs) -> ExecResult:
+    start = time.monotonic()
+    result = run_program(program, timeout_s=T, **kwargs)
+    assert time.monotonic() - start < T + 5, "the judge itself must be bounded by the timeout"
+    return result
+
+
+def assert_fails(program: str, *reason_parts: str, **kwargs) -> ExecResult:
+    result = judge(program, **kwargs)
+    assert not result.passed, result
+    assert any(part in result.reason for part in reason_parts), result
+    return result
+
+
+def test_isolation_is_reported():
+    desc = isolation_in_force()
+    assert desc.startswith(("bubblewrap", "network namespace", "rlimits only (network NOT blocked)"))
+    assert isolation_in_force() == desc  # probed once, cached
+
+
+def test_correct_program_passes():
+    assert judge("def f(x):\n    return x + 1\n\nassert f(1) == 2\n") == ExecResult(True, "passed")
+    # stdlib imports, classes, __main__ guard, prints and threads all work
+    prog = ("import collections, heapq, re, threading\nclass A: pass\nprint('hi')\n"
+            "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+            "if __name__ == '__main__':\n    assert heapq.nsmallest(1, [3, 1]) == [1]\n")
+    assert judge(prog).passed
+    # the network prelude must not break imports or local-only uses of sockets
+    prog = ("import asyncio, http.client, socket, ssl, subprocess, urllib.request, multiprocessing\n"
+            "async def double(x):\n    return 2 * x\nassert asyncio.run(double(2)) == 4\n")
+    assert judge(prog).passed
+
+
+def test_failing_assert_syntax_error_and_exception():
+    result = assert_fails("def f(x):\n    return x\nassert f(1) == 2, 'f(1) should be 2'\n", "assert")
+    assert result.reason == "failed assertion: f(1) should be 2"
+    assert "f(1) == 2" in result.stderr_tail  # traceback shows the program's line
+    assert_fails("def f(x:\n    return x\n", "syntax error")
+    assert_fails("    x = 1\n", "syntax error")  # IndentationError
+    assert_fails("x = 1\0\n", "syntax error")
+    assert judge("raise KeyError('k')\n").reason == "exception: KeyError: 'k'"
+
+
+def test_workdir_env_and_cleanup():
+    prog = ("import os, sys, tempfile\ncwd = os.getcwd()\n"
+            "assert os.environ['HOME'] == os.environ['TMPDIR'] == cwd\n"
+            "assert tempfile.gettempdir() == cwd\nopen('scratch.txt', 'w').write('ok')\n"
+            "os.rename('scratch.txt', 'moved.txt')\nos.remove('moved.txt')\n"
+            "with tempfile.NamedTemporaryFile('w') as f:\n    f.write('x')\n"
+            "import shutil\nos.makedirs('d/e')\nopen('d/e/f', 'w').close()\nshutil.rmtree('d')\n"
+            "assert os.listdir('.') == []\nsys.stderr.write('CWD=' + cwd)\n")
+    result = judge(prog)
+    assert result.passed, result
+    workdir = result.stderr_tail.split("CWD=")[1]
+    assert not os.path.exists(workdir)  # the temporary directory was deleted
+
+
+def test_infinite_loops_time_out():
+    assert judge("while True:\n    pass\n").reason == "timeout"
+    assert judge("import time\nwhile True:\n    time.sleep(1)\n").reason == "timeout"  # wall clock, no CPU
+
+
+def test_fork_bomb():
+    assert_fails("import os\nwhile True:\n    os.fork()\n", "PermissionError", "killed")
+    assert_fails("import subprocess, sys\nwhile True:\n    subprocess.Popen([sys.executable, '-c', 'pass'])\n",
+                 "PermissionError", "killed")
+    assert_fails("import multiprocessing as mp\nwhile True:\n    mp.Process(target=print).start()\n",
+                 "PermissionError", "ImportError", "killed")
+    assert_fails("import os\nos.system('sleep 100 &')\n", "PermissionError")
+
+
+def test_memory_bomb():
+    assert_fails("x = bytearray(10 ** 11)\n", "MemoryError", "killed")
+    assert_fails("xs = []\nwhile True:\n    xs.append(' ' * 10 ** 6)\n", "MemoryError", "killed", memory_mb=256)
+
+
+def test_cannot_delete_or_overwrite_files_outside_workdir(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for attack in (f"import os\nos.remove({str(victim)!r})\n",
+                   f"import os\nos.unlink({str(victim)!r})\n",
+                   f"import pathlib\npathlib.Path({str(victim)!r}).unlink()\n",
+                   f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
+                   f"import os\nos.rename({str(victim)!r}, 'stolen.txt')\n",
+                   f"open({str(victim)!r}, 'w').write('overwritten')\n",
+                   f"import os\nos.truncate({str(victim)!r}, 0)\n",
+                   f"import os\nos.symlink({str(victim)!r}, 'link')\nopen('link', 'w').write('overwritten')\n",
+                   f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('overwritten')\n"):
+        assert_fails(attack, "PermissionError", "Read-only")
+        assert victim.read_text() == "precious", attack
+
+
+def test_no_network(tmp_path):
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.3)
+    port = server.getsockname()[1]
+    attacks = [f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')\n"]
+    if NAMESPACED:  # bypass the prelude: only the namespace stands in the way
+        attacks.append(f"import _socket\ns = _socket.socket.__mro__[1]()\ns.settimeout(2)\n"
+                       f"s.connect(('127.0.0.1', {port}))\ns.sendall(b'hi')\n")
+    try:
+        for attack in attacks:
+            assert_fails(attack, "PermissionError", "ConnectionRefused", "unreachable", "OSError")
+            try:
+                conn, _ = server.accept()
+                conn.close()
+                raise AssertionError(f"the program reached the host's server: {attack}")
+            except socket.timeout:
+                pass
+    finally:
+        server.close()
+
+
+def test_cannot_kill_the_parent():
+    assert_fails("import os\nos.kill(os.getppid(), 9)\n", "PermissionError")
+    assert_fails("import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n", "PermissionError")
+    assert_fails("import os\nos.kill(-1, 9)\n", "PermissionError")
+    assert os.getpid() > 0 and judge("assert True\n").passed  # we are still here, and so is the judge
+
+
+def test_early_exit_is_not_a_pass():
+    for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "exit()", "raise SystemExit"):
+        result = assert_fails(exit_call + "\nassert False, 'tests never ran'\n", "exited before tests finished")
+        assert "tests never ran" not in result.reason
+
+
+def test_printing_gigabytes():
+    assert judge("while True:\n    print('x' * 10 ** 6)\n").reason == "output limit exceeded"
+    assert judge("import sys\nwhile True:\n    sys.stderr.write('x' * 10 ** 6)\n").reason == "output limit exceeded"
+    # a huge file in the work dir hits RLIMIT_FSIZE too (EFBIG instead of a full disk)
+    assert_fails("with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'x' * 10 ** 6)\n",
+                 "File too large")
+    # the output budget is configurable; small prints still pass
+    assert judge("print('x' * 10)\n", max_output_bytes=1000).passed
+    assert judge("print('x' * 2000)\n", max_output_bytes=1000).reason == "output limit exceeded"
+
+
+def test_deep_recursion():
+    assert_fails("def f(n):\n    return f(n + 1)\nf(0)\n", "RecursionError")
+    # recursion through C code with the limit lifted overflows the C stack
+    assert_fails("import sys\nsys.setrecursionlimit(10 ** 6)\ndef f(n):\n    return list(map(f, [n + 1]))\nf(0)\n",
+                 "killed: SIGSEGV", "MemoryError", "RecursionError", "timeout")
+
+
+def test_batch_mixes_good_and_hostile_in_order():
+    good = "def f(x):\n    return x + 1\nassert f(1) == 2\n"
+    batch = [
+        (good, "passed"),
+        ("while True:\n    pass\n", "timeout"),
+        ("import os\nwhile True:\n    os.fork()\n", "exception: PermissionError"),
+        (good, "passed"),
+        ("x = bytearray(10 ** 11)\n", "exception: MemoryError"),
+        ("import os\nos.kill(os.getppid(), 9)\n", "exception: PermissionError"),
+        ("import sys\nsys.exit(0)\nassert False\n", "exited before tests finished"),
+        ("while True:\n    print('y' * 10 ** 6)\n", "output limit exceeded"),
+        ("assert 1 + 1 == 3\n", "failed assertion"),
+        ("def g(:\n", "syntax error"),
+        (good, "passed"),
+    ]
+    seen = []
+    start = time.monotonic()
+    results = run_programs([p for p, _ in batch], workers=2, timeout_s=T,
+                           progress=lambda done, total: seen.append((done, total)))
+    assert time.monotonic() - start < 2 * T + 10
+    assert [r.reason.startswith(want) for r, (_, want) in zip(results, batch)] == [True] * len(batch), results
+    assert [r.passed for r in results] == [want == "passed" for _, want in batch]
+    assert seen == [(i, len(batch)) for i in range(1, len(batch) + 1)]
+    assert run_programs([]) == []
+
+
+def test_extract_code():
+    assert extract_code("Sure!\n```python\ndef f():\n    return 1\n```\nDone.") == "def f():\n    return 1"
+    # the first python block wins over an earlier non-python block and later python blocks
+    text = "```bash\npip install x\n```\n```py\na = 1\n```\n```python\nb = 2\n```"
+    assert extract_code(text) == "a = 1"
+    assert extract_code("```Python3\nx = 1\n```") == "x = 1"
+    # no python block: the first fenced block
+    assert extract_code("```\nx = 1\n```\n```text\nhello\n```") == "x = 1"
+    # empty blocks are skipped; CRLF is normalised; an unterminated fence runs to the end
+    assert extract_code("```python\n\n```\n```python\nreal = 1\n```") == "real = 1"
+    assert extract_code("```python\r\nx = 1\r\n```\r\n") == "x = 1"
+    assert extract_code("```python\ndef f():\n    return 2\n") == "def f():\n    return 2"
+    # MBPP style, with and without quotes, with [DONE] cut off by a stop sequence
+    assert extract_code("[BEGIN]\n 'def f(a):\n  return a' \n[DONE]") == "def f(a):\n  return a"
+    assert extract_code("[BEGIN]\ndef f(a):\n    return a\n[DONE]") == "def f(a):\n    return a"
+    assert extract_code("[BEGIN]\ndef f(a):\n    return a\n") == "def f(a):\n    return a"
+    assert extract_code("[BEGIN]\n'''doc'''\nx = 1\n'''end'''\n[DONE]") == "'''doc'''\nx = 1\n'''end'''"
+    # nothing code-like
+    assert extract_code("The answer is 42.") is None
+    assert extract_code("") is None
+    assert extract_code("use ``` inline ``` only") is None
+    assert extract_code("[BEGIN]\n[DONE]") is None

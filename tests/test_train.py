@@ -1,0 +1,36 @@
+"""Label masking: the prompt is ignored by the loss, the completion and end-of-turn are trained."""
+
+from s3ft.config import ModelConfig, TrainConfig
+from s3ft.train import build_trainer
+
+
+def test_prompt_masked_completion_and_eos_labelled(tiny_model_dir, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "What is 2 + 3?"}], "target": "2 + 3 = 5.\n#### 5"},
+            {"messages": [{"role": "user", "content": "And 4 x 4, step by step?"}], "target": "4 x 4 = 16.\n#### 16"}]
+    trainer = build_trainer(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"),
+                            TrainConfig(batch_size=2, max_length=256), rows, tmp_path)
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for i, row in enumerate(rows):
+        ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
+        prompt = tok.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=True)
+        prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
+        assert ids[:len(prompt)] == prompt  # same rendering as generation
+        assert all(label == -100 for label in labels[:len(prompt)])
+        trained = [t for t, lab in zip(ids, labels) if lab != -100]
+        text = tok.decode(trained)
+        assert text.startswith(row["target"])
+        assert tok.eos_token_id in trained  # the model learns to stop
+        # padding (the shorter row) is not trained
+        n_real = int(batch["attention_mask"][i].sum())
+        assert all(label == -100 for label in labels[n_real:])
+
+
+def test_lora_defaults_reach_peft(tiny_model_dir, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "1+1?"}], "target": "#### 2"}]
+    trainer = build_trainer(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"),
+                            TrainConfig(), rows, tmp_path)
+    peft_cfg = trainer.model.peft_config["default"]
+    assert (peft_cfg.r, peft_cfg.lora_alpha, peft_cfg.lora_dropout) == (8, 16, 0.1)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in trainer.model.parameters()) / 2
