@@ -49,7 +49,7 @@ class ScriptedBackend:
         from s3ft.tasks import get_task
         self.answers = {e.id: e.meta["answer"] for e in get_task(DataConfig(task="arithmetic")).load("train")}
 
-    def generate(self, requests, max_new_tokens, stop=()):
+    def generate(self, requests, max_new_tokens, stop=(), stop_regex=None):
         for r in requests:
             ScriptedBackend.calls.append(r.id)
             n = int(r.id.rsplit("-", 1)[-1])
@@ -84,19 +84,24 @@ def test_selection_tiers_through_the_pipeline(run_overrides):
     assert sum(stats["target_mix"].values()) == len(rows)
 
 
+class Crash(Exception):
+    pass
+
+
 def test_resume_after_crash_does_not_recompute(run_overrides, monkeypatch):
     cfg = load_config(None, run_overrides)
-    calls = []
+    calls, crash = [], [True]
     real = HFBackend._generate_batch
 
-    def flaky(self, batch_ids, max_new_tokens, stop):
+    def flaky(self, batch_ids, max_new_tokens, stop, stop_regex=None):
         calls.append(len(batch_ids))
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # dies after the first batch was written
-        return real(self, batch_ids, max_new_tokens, stop)
+        if len(calls) == 2 and crash[0]:
+            crash[0] = False
+            raise Crash  # dies after the first batch was written
+        return real(self, batch_ids, max_new_tokens, stop, stop_regex)
 
     monkeypatch.setattr(HFBackend, "_generate_batch", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         run_pipeline(cfg, until="generate")
     on_disk = read_jsonl(Path(cfg.output_dir) / "answers.jsonl")
     assert len(on_disk) == 4  # one batch
@@ -120,7 +125,6 @@ def test_kill_9_during_generation_loses_and_duplicates_nothing(run_overrides, tm
     overrides = [o for o in run_overrides if not o.startswith(("generation.batch_size", "data.train_limit",
                                                                "generation.max_new_tokens"))]
     overrides += ["generation.batch_size=2", "data.train_limit=40", "generation.max_new_tokens=64"]
-    cmd = [sys.executable, "-m", "s3ft.cli", "generate", "--set", *" --set ".join(overrides).split(" ")]
     cmd = [sys.executable, "-m", "s3ft.cli", "generate"]
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text("")

