@@ -1,4 +1,4 @@
-"""Command line: `s3ft demo`, `s3ft run CONFIG --set k=v`, and one subcommand per stage."""
+"""Command line: `s3ft demo`, `s3ft run CONFIG --set k=v`, one subcommand per stage, `s3ft compare`."""
 
 from __future__ import annotations
 
@@ -86,6 +86,49 @@ def demo(output: Path = typer.Option(Path("demo-output"), "--output", "-o", help
     """Offline demo: SmolLM2-135M on synthetic arithmetic, base vs SFT vs S3FT, on CPU in minutes."""
     _run(CONFIGS / "demo.yaml", set_, None, output, force, "report")
     typer.echo(f"wrote {output / 'summary.json'} and {output / 'report.md'}")
+
+
+@app.command()
+def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (same task and model; several = seeds)."),
+            benchmarks: Optional[str] = typer.Option(
+                None, "--benchmarks", help="Comma-separated general benchmarks (default: general_eval's defaults)."),
+            limit: Optional[int] = typer.Option(None, "--limit", help="Examples per benchmark (seeded sample)."),
+            seed: int = typer.Option(0, "--seed", help="Seed of the benchmark sample, bootstrap and judge audit."),
+            data_dir: Optional[str] = DataDirOpt,
+            output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                  help="Output folder (default: <first run dir>/compare)."),
+            no_general: bool = typer.Option(False, "--no-general", help="Skip the general benchmarks."),
+            batch_size: int = typer.Option(8, "--batch-size", help="Forward-pass batch size of the general eval."),
+            device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+            audit_judge: str = typer.Option("auto", "--audit-judge",
+                                            help="Second judge for the audit (a registered judge; 'none' to skip)."),
+            audit_size: int = typer.Option(50, "--audit-size", help="Rows re-judged by the audit."),
+            no_nll: bool = typer.Option(False, "--no-nll", help="Skip the target-NLL statistic and histogram."),
+            cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                                     help="General-eval cache (default: <output>/cache).")):
+    """Compare base and fine-tuned models: in-domain gains vs general-benchmark drops, with CIs."""
+    from .compare import CompareOptions, compare as compare_fn
+    try:
+        general = None
+        if not no_general:
+            from .general_eval import GeneralEvalConfig
+            kw = {"tasks": benchmarks} if benchmarks else {}
+            general = GeneralEvalConfig(data_dir=data_dir or os.environ.get("S3FT_DATA_DIR") or None, limit=limit,
+                                        seed=seed, batch_size=batch_size, device=device, **kw)
+        if audit_judge not in ("auto", "none"):
+            from .judges import get_judge
+            get_judge(audit_judge)  # unknown name: fail before any work
+        opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
+                              audit_judge=None if audit_judge == "none" else audit_judge,
+                              cache_dir=str(cache_dir) if cache_dir else None)
+        out = output or Path(run_dirs[0]) / "compare"
+        compare_fn(run_dirs, general, out, opts)
+    except S3FTError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished evaluations are cached; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"wrote {out / 'report.html'}, {out / 'report.md'} and {out / 'compare.json'}")
 
 
 @app.command()
