@@ -9,6 +9,7 @@ rather than a silent reuse of stale rows.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -32,7 +33,8 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         raise S3FTError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

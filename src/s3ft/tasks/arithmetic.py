@@ -19,26 +19,26 @@ def _problem(rng: random.Random) -> tuple[str, str, int]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     kind = rng.randrange(4)
     if kind == 0:
-        a, b = rng.randint(5, 40), rng.randint(2, 30)
+        a, b = rng.randint(3, 15), rng.randint(2, 9)
         c = rng.randint(1, a + b - 1)
         r = a + b - c
         q = f"{name} has {a} {item}. {name} gets {b} more {item} and then gives {c} away. How many {item} does {name} have now?"
         g = f"{name} starts with {a} {item}.\nAfter getting {b} more: {a} + {b} = {a + b}.\nAfter giving {c} away: {a + b} - {c} = {r}.\n#### {r}"
     elif kind == 1:
-        a, b = rng.randint(2, 9), rng.randint(3, 12)
+        a, b = rng.randint(2, 5), rng.randint(2, 6)
         c = rng.randint(1, a * b - 1)
         r = a * b - c
         q = f"{name} buys {a} bags of {item} with {b} {item} in each bag, then uses {c} of them. How many {item} are left?"
         g = f"The bags hold {a} x {b} = {a * b} {item}.\nAfter using {c}: {a * b} - {c} = {r}.\n#### {r}"
     elif kind == 2:
-        b, each = rng.randint(2, 8), rng.randint(2, 10)
-        c = rng.randint(1, 9)
+        b, each = rng.randint(2, 5), rng.randint(2, 6)
+        c = rng.randint(1, 5)
         a = b * each
         r = each + c
         q = f"{name} shares {a} {item} equally among {b} friends. Each friend then finds {c} more {item}. How many {item} does each friend have?"
         g = f"Each friend first gets {a} / {b} = {each} {item}.\nAfter finding {c} more: {each} + {c} = {r}.\n#### {r}"
     else:
-        a, b, c = rng.randint(2, 15), rng.randint(2, 15), rng.randint(2, 6)
+        a, b, c = rng.randint(2, 6), rng.randint(2, 6), rng.randint(2, 3)
         r = (a + b) * c
         q = f"{name} collects {a} {item} on Monday and {b} {item} on Tuesday. On Wednesday {name} collects {c} times as many as on Monday and Tuesday together. How many {item} does {name} collect on Wednesday?"
         g = f"Monday and Tuesday together: {a} + {b} = {a + b}.\nWednesday: {a + b} x {c} = {r}.\n#### {r}"
@@ -47,7 +47,13 @@ def _problem(rng: random.Random) -> tuple[str, str, int]:
 
 @register_task("arithmetic")
 class Arithmetic(MathTask):
-    """task_args: n_train (default 1000), n_test (default 200)."""
+    """task_args: n_train (default 1000), n_test (default 200).
+
+    Small numbers on purpose: a 135M model should get some right, so the demo shows all
+    three S3FT tiers (own answer, paraphrase, gold).
+    """
+
+    version = "2"
 
     def load_split(self, split: str) -> list[Example]:
         n_train, n_test = int(self.args.get("n_train", 1000)), int(self.args.get("n_test", 200))

@@ -16,11 +16,10 @@ function, and a bare function body completes the stub), then the code, then `tes
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 from pathlib import Path
 
+from ..artifacts import iter_jsonl
 from ..errors import S3FTError
 from ._code import CodeTask, fenced, split_ids
 from . import Example, register_task
@@ -38,20 +37,12 @@ def packaged_file() -> Path | None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise S3FTError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            for k in FIELDS:
-                if k not in row:
-                    raise S3FTError(f"{path}:{lineno}: missing field '{k}'")
-            rows.append(row)
+    for lineno, row in enumerate(iter_jsonl(path), 1):
+        for k in FIELDS:
+            if k not in row:
+                raise S3FTError(f"{path}:{lineno}: missing field '{k}'")
+        rows.append(row)
     return rows
 
 
