@@ -55,9 +55,17 @@ def _run(config, overrides, data_dir, output, force, until):
 def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
         set_: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt,
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (overrides output_dir)."),
-        force: bool = ForceOpt):
+        force: bool = ForceOpt,
+        benchmarks: Optional[str] = typer.Option(
+            None, "--benchmarks", help="Then run `s3ft compare` on these general benchmarks (comma-separated)."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark.")):
     """Run every stage: generate, judge, paraphrase, select, train, evaluate, report."""
-    _run(config, set_, data_dir, output, force, "report")
+    summary = _run(config, set_, data_dir, output, force, "report")
+    if benchmarks and summary:
+        run_dir = Path(summary["config"]["output_dir"])
+        compare(run_dirs=[run_dir], benchmarks=benchmarks, limit=limit, seed=0, data_dir=data_dir,
+                output=run_dir / "compare", no_general=False, batch_size=8, device="auto", audit_judge="auto",
+                audit_size=50, no_nll=False, cache_dir=None)
 
 
 def _stage_command(stage: str, doc: str):
