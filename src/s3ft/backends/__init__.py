@@ -8,12 +8,11 @@ with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Gene
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
 
 from ..errors import S3FTError
+from ..registry import import_submodules
 
 BACKENDS: dict[str, type] = {}
 
@@ -59,9 +58,13 @@ def register_backend(name: str):
     return deco
 
 
+def backend_names() -> list[str]:
+    import_submodules(__name__, __path__)
+    return sorted(BACKENDS)
+
+
 def get_backend(name: str, *args, **kwargs) -> Backend:
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_submodules(__name__, __path__)
     if name not in BACKENDS:
         raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
     return BACKENDS[name](*args, **kwargs)

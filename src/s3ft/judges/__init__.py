@@ -7,12 +7,11 @@ Every judge fails closed: a response it cannot parse is incorrect. A response cu
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from ..errors import S3FTError
+from ..registry import import_submodules
 
 JUDGES: dict[str, type] = {}
 
@@ -41,9 +40,13 @@ def register_judge(name: str):
     return deco
 
 
+def judge_names() -> list[str]:
+    import_submodules(__name__, __path__)
+    return sorted(JUDGES)
+
+
 def get_judge(name: str, **options) -> Judge:
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_submodules(__name__, __path__)
     if name not in JUDGES:
         raise S3FTError(f"unknown judge '{name}' (known: {', '.join(sorted(JUDGES))})")
     return JUDGES[name](**options)

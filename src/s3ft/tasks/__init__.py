@@ -7,14 +7,13 @@ response, and how to ask the model to restate a gold answer in its own words.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config import DataConfig
 from ..errors import S3FTError
+from ..registry import import_submodules
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -114,24 +113,13 @@ class Task:
                 "answer_complete": self.answer_complete}
 
 
-_loaded = False
-
-
-def _import_all() -> None:
-    global _loaded
-    if not _loaded:
-        for mod in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{mod.name}")
-        _loaded = True
-
-
 def get_task(cfg: DataConfig) -> Task:
-    _import_all()
+    import_submodules(__name__, __path__)
     if cfg.task not in TASKS:
         raise S3FTError(f"data.task: unknown task '{cfg.task}' (known: {', '.join(sorted(TASKS))})")
     return TASKS[cfg.task](cfg)
 
 
 def task_names() -> list[str]:
-    _import_all()
+    import_submodules(__name__, __path__)
     return sorted(TASKS)

