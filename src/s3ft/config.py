@@ -218,8 +218,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise S3FTError(f"{src}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
+    from .strategies import STRATEGIES  # here: strategies are not needed to parse a config
     for m in cfg.methods:
-        from .strategies import STRATEGIES
         if m not in STRATEGIES:
             raise S3FTError(f"{where}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
     return cfg
