@@ -21,6 +21,8 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
+    if os.environ.get("S3FT_TEST_TOKENIZER"):  # a saved copy, where the 90 MB GGUF cannot travel (GPU box)
+        return Path(os.environ["S3FT_TEST_TOKENIZER"])
     gguf = smollm2_gguf()
     out = tmp_path_factory.mktemp("tok")
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)

@@ -1,13 +1,14 @@
 """Generation backends. A backend turns chat requests into completions, batch by batch,
 so the calling stage can write each batch to disk as soon as it is done.
 
-To add one (vLLM, an OpenAI-compatible server): one file here with a class decorated
+To add one: one file here with a class decorated
 `@register_backend("name")`, constructed as `cls(model_path, model_cfg, gen_cfg, adapter=None)`,
 with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Generation]]`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
 
@@ -68,3 +69,26 @@ def get_backend(name: str, *args, **kwargs) -> Backend:
     if name not in BACKENDS:
         raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
     return BACKENDS[name](*args, **kwargs)
+
+
+def trim(text: str, finish_reason: str, stop: tuple[str, ...] = (), stop_regex: str | None = None) -> tuple[str, str]:
+    """Cut a completion at its first stop string (kept) or where `stop_regex` first matches.
+
+    Engines that cannot stop on a regex (vLLM, remote servers) generate a little past the
+    answer; cutting here gives every backend the same text for the same decoding.
+    """
+    for s in stop:
+        if s in text:
+            text, finish_reason = text[:text.index(s) + len(s)], "stop"
+    if stop_regex and (m := re.search(stop_regex, text)):
+        text, finish_reason = text[:m.end()].rstrip(), "stop"
+    return text, finish_reason
+
+
+def dedupe(prompts: list, sampling: bool) -> dict:
+    """prompt -> indices of the requests that share it. Greedy decoding gives identical
+    prompts identical text, so each is generated once; sampled ones stay separate."""
+    groups: dict = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault((i, p) if sampling else p, []).append(i)
+    return groups

@@ -15,7 +15,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..config import GenerationConfig, ModelConfig
 from ..models import load_model, load_tokenizer
-from . import Generation, GenRequest, register_backend
+from . import Generation, GenRequest, dedupe, register_backend, trim
 
 
 def render_prompt(tokenizer, req: GenRequest) -> str:
@@ -29,12 +29,19 @@ class AnswerComplete(StoppingCriteria):
 
     A batch runs until its slowest row ends; rows that ramble on after stating their
     answer are the slow ones, so cutting them there saves most of the wasted steps.
+    Decoding the batch's tails costs CPU time on every step (on a GPU, more than the step
+    itself), so the check runs every `every` steps; `trim` then cuts the text exactly at
+    the match, so the result is the same as checking every step.
     """
 
-    def __init__(self, tokenizer, pattern: str, prompt_len: int, window: int = 24):
-        self.tok, self.regex, self.prompt_len, self.window = tokenizer, re.compile(pattern), prompt_len, window
+    def __init__(self, tokenizer, pattern: str, prompt_len: int, window: int = 24, every: int = 4):
+        self.tok, self.regex, self.prompt_len = tokenizer, re.compile(pattern), prompt_len
+        self.window, self.every, self.calls = window + every, every, 0
 
     def __call__(self, input_ids, scores, **kwargs):
+        self.calls += 1
+        if self.calls % self.every:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         tails = self.tok.batch_decode(input_ids[:, max(self.prompt_len, input_ids.shape[1] - self.window):],
                                       skip_special_tokens=True)
         return torch.tensor([bool(self.regex.search(t)) for t in tails], device=input_ids.device)
@@ -62,12 +69,9 @@ class HFBackend:
     def generate(self, requests: list[GenRequest], max_new_tokens: int, stop: tuple[str, ...] = (),
                  stop_regex: str | None = None) -> Iterator[list[Generation]]:
         prompts = [render_prompt(self.tokenizer, r) for r in requests]
-        # Identical prompts are generated once (greedy decoding gives the same text).
-        by_prompt: dict[str, list[int]] = {}
-        for i, p in enumerate(prompts):
-            by_prompt.setdefault(p if self.gen_cfg.temperature == 0 else f"{i}\0{p}", []).append(i)
-        unique = list(by_prompt)
-        ids = self.tokenizer([u.split("\0", 1)[-1] for u in unique], add_special_tokens=False)["input_ids"]
+        groups = dedupe(prompts, sampling=self.gen_cfg.temperature > 0)
+        unique = list(groups)
+        ids = self.tokenizer([prompts[g[0]] for g in groups.values()], add_special_tokens=False)["input_ids"]
         # Longest first: memory trouble shows at once, and similar lengths share a batch.
         order = sorted(range(len(unique)), key=lambda j: -len(ids[j]))
         start = 0
@@ -84,7 +88,7 @@ class HFBackend:
             start += len(batch)
             result = []
             for j, (text, reason, n_tok) in zip(batch, outs):
-                for i in by_prompt[unique[j]]:
+                for i in groups[unique[j]]:
                     result.append(Generation(requests[i].id, text, reason, len(ids[j]), n_tok))
             yield result
 
@@ -115,11 +119,6 @@ class HFBackend:
                 if t in self.eos_ids:
                     n, reason = k, "stop"
                     break
-            text = tok.decode(row[:n], skip_special_tokens=True)
-            for s in stop:
-                if s in text:
-                    text, reason = text[:text.index(s) + len(s)], "stop"
-            if stop_regex and (m := re.search(stop_regex, text)):
-                text, reason = text[:m.end()].rstrip(), "stop"
+            text, reason = trim(tok.decode(row[:n], skip_special_tokens=True), reason, stop, stop_regex)
             results.append((text, reason, n if reason == "length" else n + 1))
         return results
