@@ -48,9 +48,42 @@ class DataConfig:
 
 
 @dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server (vLLM, llama.cpp, ...) for the `openai` backend."""
+    base_url: str | None = None
+    """Server URL including `/v1`, e.g. `http://127.0.0.1:8000/v1`; unset: env `OPENAI_BASE_URL`."""
+    model: str | None = None
+    """Model name the server serves; unset: `model.name_or_path` (the name vLLM serves by default)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key; unset or empty: a dummy key (local servers need none)."""
+    api: str = "auto"
+    """`completions`: render the chat template locally with the model's tokenizer (the exact prompt
+    training uses; a prefill is plain text after it). `chat`: send messages, the server renders them;
+    a prefill is a final assistant message continued via `continue_final_message` (vLLM).
+    `auto`: `completions` when the tokenizer loads locally, else `chat`."""
+    timeout_s: float = 120.0
+    """Per-request timeout."""
+    max_retries: int = 3
+    """Retries after a connection error, timeout, HTTP 408/409/429/5xx or malformed response."""
+    retry_backoff_s: float = 1.0
+    """First wait before a retry; doubled after each further failure."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+
+    def check(self, where: str) -> None:
+        """Raise S3FTError naming `where.<field>` for values outside their range."""
+        if self.api not in ("auto", "completions", "chat"):
+            raise S3FTError(f"{where}.api: expected auto, completions or chat, got {self.api!r}")
+        for name, ok in (("timeout_s", self.timeout_s > 0), ("max_retries", self.max_retries >= 0),
+                         ("retry_backoff_s", self.retry_backoff_s >= 0), ("concurrency", self.concurrency >= 1)):
+            if not ok:
+                raise S3FTError(f"{where}.{name}: out of range ({getattr(self, name)!r})")
+
+
+@dataclass
 class GenerationConfig:
     backend: str = "hf"
-    """Generation backend from the registry (`hf`)."""
+    """Generation backend from the registry: `hf` (transformers), `vllm` (GPU), `openai` (a server)."""
     max_new_tokens: int = 320
     batch_size: int = 32
     """Upper bound; the HF backend halves it on out-of-memory."""
@@ -58,6 +91,31 @@ class GenerationConfig:
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
     seed: int = 0
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """The server, for `backend: openai`."""
+    engine_args: dict = field(default_factory=dict)
+    """Extra keyword arguments for the engine, e.g. for `vllm`: gpu_memory_utilization, tensor_parallel_size."""
+
+
+@dataclass
+class JudgeConfig:
+    name: str | None = None
+    """Judge from the registry (`math`, `qa`, `code`, `llm`, ...); unset: the task's own judge."""
+    args: dict = field(default_factory=dict)
+    """Options for the judge's constructor, e.g. for `qa`: {f1_threshold: 0.6}."""
+    backend: str = "hf"
+    """`llm` judge: `hf` (in-process) or `openai` (the `endpoint` below)."""
+    model: str | None = None
+    """`llm` judge model. `hf`: a model like `model.name_or_path` (unset: the run's own model, sharing
+    its weights). `openai`: the served name (unset: `endpoint.model`, then `model.name_or_path`)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    max_new_tokens: int = 256
+    """Room for the judge's reasoning before its verdict line; a truncated judgement fails closed."""
+    cache: bool = True
+    """Keep `llm` verdicts on disk keyed by (judge model, prompt), appended as each arrives:
+    a rerun, or a run resumed after an endpoint failure, asks only for the missing ones."""
+    cache_path: str | None = None
+    """Unset: `<output_dir>/judge_cache.jsonl`. Several runs may share one file."""
 
 
 @dataclass
@@ -108,6 +166,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -216,6 +275,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except S3FTError as e:
         src = "--set" if over and _mentions(over, str(e)) else where
         raise S3FTError(f"{src}: {e}") from None
+    for section, ep in (("generation.endpoint", cfg.generation.endpoint), ("judge.endpoint", cfg.judge.endpoint)):
+        try:
+            ep.check(section)
+        except S3FTError as e:
+            raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
     from .strategies import STRATEGIES  # here: strategies are not needed to parse a config

@@ -1,0 +1,216 @@
+"""LLM judge: a judge model decides whether a response gives the same answer as the gold one,
+given the question (the S3FT paper's judge for Natural Questions, where string matching
+misses correct answers worded differently).
+
+The judge must end with a line `VERDICT: CORRECT` or `VERDICT: INCORRECT`. Parsing ignores
+case, markdown (`**VERDICT:** **Correct**`) and spacing, and takes the last verdict in the
+text; anything else -- no verdict line, a cut-off judgement -- is incorrect, with the judge's
+output quoted in the reason (fail closed).
+
+The judge model runs in-process through a generation backend (`hf`: by default the run's
+own model, sharing its loaded weights) or behind an OpenAI-compatible server (`openai`,
+the same client code as generation). Verdicts are cached in a JSONL file keyed by (judge
+model, prompt) and appended as each arrives, so when a server fails halfway (S3FTError after
+the endpoint's bounded retries) what was judged is kept and a rerun asks only for the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..config import GenerationConfig, JudgeConfig, ModelConfig
+from ..errors import S3FTError
+from . import Verdict, register_judge
+
+VERSION = "llm-1"
+"""Bump when the prompt or the parsing changes: it is part of the pipeline's fingerprint."""
+
+SYSTEM = (
+    "You are grading a response to a question against a reference answer. Decide whether the "
+    "response gives the same answer as the reference: wording, length, extra explanation and "
+    "formatting do not matter, only whether its answer means the same thing. If the reference says "
+    "the question cannot be answered (e.g. \"unanswerable\"), the response is correct only if it also "
+    "declines to answer. A response that gives several conflicting answers is incorrect.\n"
+    "Think briefly, then end with exactly one final line: VERDICT: CORRECT or VERDICT: INCORRECT")
+
+# Markdown and punctuation a model may wrap around the label or the verdict.
+_SEP = r"[\s*_`#\[\]():=-]*"
+_VERDICT = re.compile(rf"verdict{_SEP}(incorrect|correct)\b", re.I)
+STOP_REGEX = rf"(?i)verdict{_SEP}(?:in)?correct\b"
+"""Generation ends once a verdict is written: the reasoning before it is all that is needed."""
+
+
+def parse_verdict(text: str, finish_reason: str = "stop") -> Verdict:
+    """The judge's verdict; fails closed (incorrect) on anything but a clear VERDICT line."""
+    found = _VERDICT.findall(text or "")
+    if not found:
+        why = "judge output cut off before a verdict" if finish_reason == "length" else \
+            "judge output has no VERDICT line"
+        return Verdict(False, f"{why}: {_quote(text)}")
+    word = found[-1].upper()
+    rationale = _VERDICT.split(text)[0].strip()  # the reasoning before the first verdict
+    return Verdict(word == "CORRECT", f"judged {word.lower()} by llm: {_quote(rationale) if rationale else '-'}",
+                   word)
+
+
+def _quote(text: str, n: int = 300) -> str:
+    t = " ".join((text or "").split())
+    return repr(t if len(t) <= n else "..." + t[-n:])  # the end holds the verdict, if any
+
+
+def judge_messages(example: dict, response: str) -> list[dict]:
+    answers = [a for a in example.get("meta", {}).get("answers", []) if str(a).strip()]
+    also = [a for a in answers if a != example["gold"]]
+    ref = example["gold"] + (f"\n(also accepted: {'; '.join(also)})" if also else "")
+    user = f"Question:\n{example['question']}\n\nReference answer:\n{ref}\n\nResponse:\n{response.strip()}"
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+class VerdictCache:
+    """JSONL of {key, model, correct, reason, extracted, output}: one line appended (and fsynced)
+    per verdict, so nothing judged is lost when the judge fails later. Memory-only without a path."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.rows: dict[str, dict] = {}
+        if self.path and self.path.exists():
+            lines = self.path.read_text(encoding="utf-8").split("\n")
+            for lineno, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    self.rows[row["key"]] = row
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    if lineno == len(lines):  # a line cut off by a crash mid-write: ask again
+                        continue
+                    raise S3FTError(f"{self.path}:{lineno}: not a judge cache line; "
+                                    "delete the file or set judge.cache_path elsewhere") from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def get(self, key: str) -> Verdict:
+        r = self.rows[key]
+        return Verdict(r["correct"], r["reason"], r.get("extracted"))
+
+    def add(self, key: str, model: str, verdict: Verdict, output: str) -> None:
+        row = {"key": key, "model": model, **verdict.to_dict(), "output": output}
+        self.rows[key] = row
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:  # one write per line: safe for several writers
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+@register_judge("llm")
+class LLMJudge:
+    """`config`: the run's `judge` section; `run_model`: the run's model section; `model_path()`
+    and `shared_backend()` give the run's model directory and its loaded hf backend, lazily."""
+
+    def __init__(self, config: JudgeConfig | None = None, run_model: ModelConfig | None = None,
+                 model_path: Callable[[], str] | None = None, shared_backend: Callable[[], object] | None = None,
+                 cache_path: str | Path | None = None, batch_size: int = 8):
+        from ..backends import backend_names
+        self.cfg = config or JudgeConfig(name="llm")
+        self.run_model = run_model or ModelConfig()
+        if self.cfg.backend not in backend_names():
+            raise S3FTError(f"judge.backend: unknown backend '{self.cfg.backend}' "
+                            f"(known: {', '.join(backend_names())})")
+        self._model_path, self._shared = model_path, shared_backend
+        self.batch_size = batch_size
+        self.cache = VerdictCache(cache_path)
+        self._backend = None
+        if self.cfg.backend == "openai":
+            from ..backends.openai_compat import resolve_endpoint
+            ep = self.cfg.endpoint
+            self.endpoint = resolve_endpoint(replace(ep, model=self.cfg.model or ep.model), self.run_model.name_or_path,
+                                             "judge.endpoint")
+            self.model_key = f"openai:{self.endpoint.model}|{self.endpoint.api}"
+        else:
+            m = self.cfg.model or self.run_model.name_or_path
+            self.model_key = f"{self.cfg.backend}:{m}" + ("" if self.cfg.model else
+                                                          f"|{self.run_model.gguf_file}|{self.run_model.dtype}")
+        self.model_key += f"|max_new_tokens={self.cfg.max_new_tokens}"  # a longer budget may change a verdict
+
+    @property
+    def id(self) -> dict:
+        """What the verdicts depend on, for the pipeline's fingerprint."""
+        return {"judge": "llm", "version": VERSION, "model": self.model_key,
+                "prompt": hashlib.sha256(SYSTEM.encode()).hexdigest()[:12]}
+
+    def key(self, messages: list[dict]) -> str:
+        return hashlib.sha256(json.dumps([self.model_key, messages], ensure_ascii=False).encode()).hexdigest()
+
+    # --- the judge model --------------------------------------------------------------
+    def _gen_cfg(self) -> GenerationConfig:
+        # Greedy whatever the run samples with; an endpoint yields each verdict as it arrives.
+        return GenerationConfig(backend=self.cfg.backend, max_new_tokens=self.cfg.max_new_tokens,
+                                batch_size=1 if self.cfg.backend == "openai" else self.batch_size,
+                                temperature=0.0, top_p=1.0, seed=0,
+                                endpoint=getattr(self, "endpoint", self.cfg.endpoint))
+
+    def backend(self):
+        """The judge's generation backend. The run's own hf model is borrowed per call, not kept,
+        so `Run.release_backend` still frees it before training."""
+        from ..backends import get_backend
+        if self._backend is not None:
+            return self._backend
+        gen = self._gen_cfg()
+        if self.cfg.backend == "openai":
+            path = None
+            if self.endpoint.api == "completions":  # render locally: needs the judge model's tokenizer
+                path = self._local_path(self.cfg.model) if self.cfg.model else self._run_path()
+            self._backend = get_backend("openai", path, self.run_model, gen, where="judge.endpoint")
+            return self._backend
+        if self.cfg.model is None and self.cfg.backend == "hf" and self._shared is not None:
+            shared = self._shared()
+            return get_backend("hf", self._run_path(), self.run_model, gen, model=shared.model,
+                               tokenizer=shared.tokenizer)
+        if self.cfg.model is None:
+            path, mcfg = self._run_path(), self.run_model
+        else:
+            mcfg = replace(self.run_model, name_or_path=self.cfg.model, gguf_file=None)
+            path = self._local_path(self.cfg.model)
+        self._backend = get_backend(self.cfg.backend, path, mcfg, gen)
+        return self._backend
+
+    def _run_path(self) -> str:
+        if self._model_path is None:
+            from ..models import materialize
+            return materialize(self.run_model)
+        return self._model_path()
+
+    def _local_path(self, spec: str) -> str:
+        from ..models import materialize
+        return materialize(replace(self.run_model, name_or_path=spec, gguf_file=None))
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # --- the protocol -------------------------------------------------------------------
+    def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:
+        from ..backends import GenRequest
+        keys, todo = [], {}
+        for ex, resp in zip(examples, responses):
+            msgs = judge_messages(ex, resp)
+            k = self.key(msgs)
+            keys.append(k)
+            if k not in self.cache:
+                todo[k] = GenRequest(k, msgs)
+        if todo:
+            backend = self.backend()
+            for batch in backend.generate(list(todo.values()), self.cfg.max_new_tokens, (), STOP_REGEX):
+                for g in batch:  # cached one by one: a later failure keeps these
+                    self.cache.add(g.id, self.model_key, parse_verdict(g.text, g.finish_reason), g.text)
+        return [self.cache.get(k) for k in keys]
