@@ -197,6 +197,18 @@ def test_qa_selection_tiers_through_the_pipeline(run_overrides, squad_dir, task)
     assert metrics["accuracy"] == 1.0
     saved = json.loads((run / "eval" / "base.metrics.json").read_text())
     if task == "unanswerable":
-        assert saved["abstention"]["abstention_recall"] == 1.0 and saved["abstention"]["answer_accuracy"] == 1.0
+        assert saved["task_metrics"]["abstention"]["abstention_recall"] == 1.0
+        assert saved["task_metrics"]["abstention"]["answer_accuracy"] == 1.0
     else:
-        assert "abstention" not in saved
+        assert "task_metrics" not in saved
+
+
+def test_task_metrics_reach_the_report():
+    from s3ft.report import _flat, render_markdown
+    flat = _flat({"abstention": {"abstention_recall": 0.5, "n": 8}})
+    assert flat == {"abstention.abstention_recall": 0.5, "abstention.n": 8}
+    s = {"task": "unanswerable", "model": "m", "in_domain": {"base": 0.5}, "in_domain_ci95": {"base": [0.2, 0.8]},
+         "in_domain_n": {"base": 8}, "task_metrics": {"base": flat}, "target_mix_by_method": {},
+         "gold_reasons_by_method": {}, "cost": {"stages": {}, "total_wall_s": 1.0}}
+    md = render_markdown(s, 0.5)
+    assert "## Task metrics" in md and "| base | 0.500 | 8 |" in md

@@ -107,11 +107,18 @@ def materialize(cfg: ModelConfig) -> str:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".partial")
+    # A private temporary name, then an atomic rename: concurrent runs (or ranks) converting
+    # the same file do not clash, and whoever finishes second keeps the first one's copy.
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "config.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
@@ -120,7 +127,8 @@ def pick_device(name: str = "auto") -> str:
     if name != "auto":
         return name
     if torch.cuda.is_available():
-        return "cuda"
+        # under `accelerate launch` / torchrun each process owns the GPU of its local rank
+        return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
     return "cpu"
 
 

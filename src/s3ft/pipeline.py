@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from . import distributed as dist
 from .artifacts import StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .config import RunConfig, to_dict
@@ -38,12 +39,28 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.force = force
         self.task = get_task(cfg.data)
-        self.judge = get_judge(self.task.judge)
+        jc = cfg.judge
+        name, options = jc.name or self.task.judge, dict(jc.args)
+        if name == "llm":  # borrows the run's model lazily; caches verdicts in the run directory
+            options.update(config=jc, run_model=cfg.model, model_path=lambda: self.model_path,
+                           shared_backend=self.backend if cfg.generation.backend == "hf" else None,
+                           cache_path=(jc.cache_path or self.dir / "judge_cache.jsonl") if jc.cache else None,
+                           batch_size=cfg.generation.batch_size)
+        try:
+            self.judge = get_judge(name, **options)
+        except TypeError as e:  # an option this judge does not take
+            raise S3FTError(f"judge.args: {e}") from None
+        self.judge_id = getattr(self.judge, "id", {"judge": name, "args": jc.args} if jc.args else name)
+        """What verdicts depend on: the task's judge name, or the LLM judge's model, prompt and version."""
         self._backend = None
         self._model_path: str | None = None
         self.cost: dict[str, dict] = {}
         self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
-        self.gen_id = {k: v for k, v in to_dict(cfg.generation).items() if k != "batch_size"}
+        # Batch size and engine resources change speed, not text: not part of the fingerprint.
+        self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
+                       if k not in ("batch_size", "engine_args", "endpoint")}
+        if cfg.generation.backend == "openai":  # the served model and prompt route; not URL, timeouts
+            self.gen_id["endpoint"] = {"model": cfg.generation.endpoint.model, "api": cfg.generation.endpoint.api}
 
     # --- helpers --------------------------------------------------------------
     @property
@@ -97,31 +114,36 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
     inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
               "stop": list(run.task.stop), "stop_regex": run.task.answer_complete,
               "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
-    art = run.artifact(name, inputs)
-    todo = [r for r in requests if r.id not in art.rows]
+    # `out` is `art` itself in one process, else this rank's shard of it (see distributed.py)
+    art, out = dist.open_stage(run.dir / name, inputs, run.force)
+    pending = [r for r in requests if r.id not in art.rows]
+    todo = dist.shard(pending)
     if todo:
         t0, tokens = time.time(), 0
         backend = backend_fn()
-        with progress_bar(f"generate {Path(name).stem}", len(requests), len(requests) - len(todo)) as advance:
+        done = len(requests) - len(pending)
+        with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
             for batch in backend.generate(todo, max_new_tokens, run.task.stop, run.task.answer_complete):
-                art.append([g.to_dict() for g in batch])
+                out.append([g.to_dict() for g in batch])
                 tokens += sum(g.completion_tokens for g in batch)
                 advance(len(batch))
         run._cost(f"generate:{Path(name).stem}", time.time() - t0, tokens, len(todo))
-    art.finish({"rows": len(art.rows)})
+    art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 
 def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp: str,
           prefilter=None) -> tuple[dict[str, dict], str]:
     """Verdicts for generations; `prefilter(example, gen) -> reason|None` rejects before judging."""
-    inputs = {"generations": gen_fp, "judge": run.task.judge, "prefilter": getattr(prefilter, "key", None)}
-    art = run.artifact(name, inputs)
+    inputs = {"generations": gen_fp, "judge": run.judge_id, "prefilter": getattr(prefilter, "key", None)}
+    art, out = dist.open_stage(run.dir / name, inputs, run.force)
     by_id = {e.id: e for e in examples}
-    todo = [g for g in gens if g["id"] not in art.rows]
+    pending = [g for g in gens if g["id"] not in art.rows]
+    todo = dist.shard(pending)
     if todo:
         t0 = time.time()
-        with progress_bar(f"judge {Path(name).stem}", len(gens), len(gens) - len(todo)) as advance:
+        done = len(gens) - len(pending)
+        with progress_bar(f"judge {Path(name).stem}", done + len(todo), done) as advance:
             chunk = 64
             for i in range(0, len(todo), chunk):
                 part = todo[i:i + chunk]
@@ -135,10 +157,11 @@ def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp
                 verdicts = judge_generations(run.judge, [by_id[g["id"]].to_dict() for g in to_judge], to_judge)
                 for g, v in zip(to_judge, verdicts):
                     rows[g["id"]] = {"id": g["id"], **v.to_dict()}
-                art.append([rows[g["id"]] for g in part])
+                out.append([rows[g["id"]] for g in part])
                 advance(len(part))
         run._cost(f"judge:{Path(name).stem}", time.time() - t0, 0, len(todo))
-    art.finish({"correct": sum(r["correct"] for r in art.rows.values()), "rows": len(art.rows)})
+    art = dist.close_stage(art, [g["id"] for g in gens],
+                           lambda rows: {"correct": sum(r["correct"] for r in rows.values()), "rows": len(rows)})
     return art.rows, art.fingerprint
 
 
@@ -208,8 +231,9 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
     path = run.dir / f"train_{method}.jsonl"
-    write_jsonl(path, rows)
-    write_json(run.dir / f"train_{method}.stats.json", stats)
+    if dist.is_main():  # every rank selects the same rows; one writes them
+        write_jsonl(path, rows)
+        write_json(run.dir / f"train_{method}.stats.json", stats)
     return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
 
 
@@ -225,24 +249,32 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str) -> str:
     inputs = {"model": run.model_id, "train": to_dict(run.cfg.train), "targets": select_fp}
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == fp and meta.get("done"):
-            return str(out / "model")
-        if meta.get("fingerprint") != fp and not run.force:
-            raise S3FTError(f"{out}: trained with different settings or targets; "
-                            "use another output directory or --force to retrain")
-        if meta.get("fingerprint") != fp:
-            import shutil
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": False})
+
+    def trained() -> bool:  # decided by the main process, so that all ranks agree
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") == fp and meta.get("done"):
+                return True
+            if meta.get("fingerprint") != fp and not run.force:
+                raise S3FTError(f"{out}: trained with different settings or targets; "
+                                "use another output directory or --force to retrain")
+            if meta.get("fingerprint") != fp:
+                import shutil
+                shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": False})
+        return False
+
+    if dist.on_main(trained):
+        return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
-    stats = train_fn(run.model_path, run.cfg.model, run.cfg.train, rows, out)
-    run._cost(f"train:{method}", time.time() - t0, 0, len(rows))
-    write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
+    stats = train_fn(run.model_path, run.cfg.model, run.cfg.train, rows, out)  # every rank: DDP/FSDP/ZeRO
+    if dist.is_main():
+        run._cost(f"train:{method}", time.time() - t0, stats.get("tokens", 0), len(rows))
+        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
+    dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
 
 
@@ -264,8 +296,11 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     lo, hi = wilson_ci(k, n)
     metrics = {"model": label, "correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi],
                "truncated": sum(g["finish_reason"] == "length" for g in gens)}
-    metrics.update(run.task.extra_metrics([e.to_dict() for e in test], gens, verdicts))
-    write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
+    extra = run.task.extra_metrics([e.to_dict() for e in test], gens, verdicts)
+    if extra:
+        metrics["task_metrics"] = extra
+    if dist.is_main():
+        write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
     return metrics
 
 
@@ -288,8 +323,12 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
     stop_after = STAGES.index(until)
     t_start = time.time()
     run = Run(cfg, force=force)
-    write_json(run.dir / "config.json", to_dict(cfg))
-    data = stage_data(run)
+    if dist.world_size() > 1:  # `accelerate launch`: one rank prints; the model is resolved (GGUF converted) once
+        console.quiet = not dist.is_main()
+        run._model_path = dist.on_main(lambda: run.model_path)
+    if dist.is_main():
+        write_json(run.dir / "config.json", to_dict(cfg))
+    data = dist.on_main(lambda: stage_data(run))
     train, test = data["train"], data["test"]
     console.print(f"[bold]{cfg.data.task}[/]: {len(train)} train / {len(test)} test rows -> {run.dir}")
     if stop_after < STAGES.index("generate"):
@@ -319,5 +358,21 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
     for m, path in adapters.items():
         results[m] = stage_evaluate(run, m, test, path)
     run.release_backend()
+    if dist.world_size() > 1:
+        run.cost = _merge_costs(dist.gather(run.cost))
+        if not dist.is_main():
+            return {}
     from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start)
+
+
+def _merge_costs(costs: list[dict]) -> dict:
+    """Per-stage cost over all ranks: the slowest rank's wall time, everyone's tokens and rows."""
+    out: dict[str, dict] = {}
+    for cost in costs:
+        for stage, c in cost.items():
+            m = out.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
+            m["wall_s"] = max(m["wall_s"], c["wall_s"])
+            m["tokens"] += c["tokens"]
+            m["rows"] += c["rows"]
+    return out

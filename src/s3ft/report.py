@@ -17,6 +17,7 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float) -> dict
         "in_domain": {m: r["accuracy"] for m, r in results.items()},
         "in_domain_ci95": {m: r["ci95"] for m, r in results.items()},
         "in_domain_n": {m: r["n"] for m, r in results.items()},
+        "task_metrics": {m: _flat(r.get("task_metrics", {})) for m, r in results.items() if r.get("task_metrics")},
         "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
         "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
@@ -27,6 +28,18 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float) -> dict
     (run.dir / "report.md").write_text(render_markdown(summary, base), encoding="utf-8")
     print_table(summary)
     return summary
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """{"abstention": {"recall": 0.5}} -> {"abstention_recall": 0.5}: one table column each."""
+    out = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
 
 
 def _mix(stats: dict) -> dict:
@@ -43,6 +56,12 @@ def render_markdown(s: dict, base: float | None) -> str:
         lo, hi = s["in_domain_ci95"][m]
         delta = "" if base is None or m == "base" else f"{100 * (acc - base):+.1f}"
         lines.append(f"| {m} | {100 * acc:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | {s['in_domain_n'][m]} | {delta} |")
+    if s.get("task_metrics"):
+        cols = sorted({k for v in s["task_metrics"].values() for k in v})
+        lines += ["", "## Task metrics", "", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for m, vals in s["task_metrics"].items():
+            cells = [_cell(vals.get(c)) for c in cols]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |", "|---|---:|---:|---:|"]
     for m, mix in s["target_mix_by_method"].items():
         lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
@@ -57,6 +76,12 @@ def render_markdown(s: dict, base: float | None) -> str:
     lines.append(f"\nTotal wall time this invocation: {s['cost']['total_wall_s']:.0f} s "
                  "(stages resumed from disk cost nothing and are not listed).\n")
     return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)
 
 
 def print_table(s: dict) -> None:

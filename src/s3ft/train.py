@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
+from .errors import S3FTError
 from .models import load_tokenizer, pick_device, pick_dtype
 
 
@@ -35,12 +36,8 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     tok.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
-                                                 trust_remote_code=model_cfg.trust_remote_code)
-    peft_config = None
-    if cfg.lora:
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    # The config comes first: under `accelerate launch` with DeepSpeed ZeRO-3 creating it makes
+    # from_pretrained below load each weight straight into its shard (zero.Init).
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -65,7 +62,14 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; searching costs a pass
     )
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                 trust_remote_code=model_cfg.trust_remote_code)
+    peft_config = None
+    if cfg.lora:
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
                       peft_config=peft_config)
 
@@ -74,16 +78,29 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
     """Train on `rows` ({messages, target}); save the adapter (or full model) to `out_dir/model`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(model_path, model_cfg, cfg, rows, out_dir)
+    sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled
+                                          and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3)
+    if cfg.lora and cfg.merge and sharded:  # PEFT cannot merge into sharded weights
+        raise S3FTError("train.merge is not supported with FSDP or ZeRO-3: merge the saved adapter afterwards")
     ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
     final = out_dir / "model"
-    trainer.save_model(str(final))
+    if trainer.is_fsdp_enabled:  # a sharded state dict would leave model/ without adapter weights
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(final))  # collective under FSDP/ZeRO-3; writes on the main process only
+    if trainer.is_deepspeed_enabled:  # else every later from_pretrained (evaluation) loads ZeRO-3 partitioned
+        from transformers.integrations import unset_hf_deepspeed_config
+        unset_hf_deepspeed_config()
+    if not trainer.is_world_process_zero():
+        return {}
     trainer.processing_class.save_pretrained(str(final))
     if cfg.lora and cfg.merge:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out_dir / "merged"))
         trainer.processing_class.save_pretrained(str(out_dir / "merged"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # tokens trained on: every prepared (tokenized, truncated or packed) sequence, once per epoch
+    tokens = round(sum(min(len(ids), cfg.max_length) for ids in trainer.train_dataset["input_ids"]) * cfg.epochs)
     return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
             "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-            "rows": len(rows), "runtime_s": result.metrics.get("train_runtime")}
+            "rows": len(rows), "tokens": tokens, "runtime_s": result.metrics.get("train_runtime")}
