@@ -58,8 +58,19 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
         force: bool = ForceOpt,
         benchmarks: Optional[str] = typer.Option(
             None, "--benchmarks", help="Then run `s3ft compare` on these general benchmarks (comma-separated)."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark.")):
+        limit: Optional[int] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Only estimate rows, tokens and time per stage; "
+                                     "writes nothing into the run directory."),
+        no_probe: bool = typer.Option(False, "--no-probe", help="With --dry-run: count tokens only, without "
+                                      "loading the model to measure its speed.")):
     """Run every stage: generate, judge, paraphrase, select, train, evaluate, report."""
+    if dry_run:
+        from .cost import estimate, format_estimate
+        try:
+            typer.echo(format_estimate(estimate(_load(config, set_, data_dir, output), probe=not no_probe)))
+        except S3FTError as e:
+            _fail(e)
+        return
     summary = _run(config, set_, data_dir, output, force, "report")
     if benchmarks and summary:
         run_dir = Path(summary["config"]["output_dir"])
