@@ -1,8 +1,11 @@
-"""Generation speed: s3ft's HF backend vs a naive one-prompt-at-a-time `model.generate` loop.
+"""Generation speed: s3ft's HF backend vs a naive one-prompt-at-a-time `model.generate` loop,
+and vs llama.cpp's server answering the same prompts one at a time.
 
-Same model (the demo's SmolLM2-135M), same prompts (the demo's training queries), same
-greedy decoding and token limit, measured side by side in one process. Prints the
-ratio of wall times and tokens/s; `--json` writes the figures.
+Same model (the demo's SmolLM2-135M), same prompts (the demo's training queries, rendered
+with the same chat template), same greedy decoding and token limit, measured side by side
+in one run. llama.cpp serves the GGUF file itself (Q4_1 weights, its own kernels); the HF
+sides run the de-quantized model in the config's dtype. Prints the ratios of wall times
+and tokens/s; `--json` writes the figures.
 
     python bench/gen_speed.py --n 48 --json bench/results/gen_speed.json
 """
@@ -20,7 +23,7 @@ import torch
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend, render_prompt
 from s3ft.config import load_config
-from s3ft.models import load_model, load_tokenizer, materialize
+from s3ft.models import load_model, load_tokenizer, materialize, resolve
 from s3ft.tasks import get_task
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "s3ft" / "configs" / "demo.yaml"
@@ -35,6 +38,24 @@ def naive(model, tok, requests, max_new_tokens, eos_ids) -> tuple[float, int]:
                                  pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
         tokens += out.shape[1] - enc["input_ids"].shape[1]
     return time.perf_counter() - t0, tokens
+
+
+def llamacpp(gguf: str, tok, requests, max_new_tokens, threads: int) -> tuple[float, int]:
+    """llama.cpp's OpenAI-compatible server, one request at a time (how a serial client uses it)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from llama_server import serve_gguf
+    from openai import OpenAI
+
+    prompts = [render_prompt(tok, r) for r in requests]
+    with serve_gguf(gguf, n_threads=threads) as base_url:
+        client = OpenAI(base_url=base_url, api_key="none", timeout=600)
+        ask = dict(model="m", max_tokens=max_new_tokens, temperature=0.0)
+        client.completions.create(prompt=prompts[0], **{**ask, "max_tokens": 8})  # warm-up
+        t0, tokens = time.perf_counter(), 0
+        for p in prompts:
+            tokens += client.completions.create(prompt=p, **ask).usage.completion_tokens
+        return time.perf_counter() - t0, tokens
 
 
 def batched(backend, requests, max_new_tokens, stop_regex=None) -> tuple[float, int, list]:
@@ -52,6 +73,7 @@ def main() -> dict:
     ap.add_argument("--model", default=None, help="another model (hub id, directory, .gguf) instead of the demo's")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16 on a GPU")
+    ap.add_argument("--skip-llamacpp", action="store_true", help="leave out the llama.cpp server side")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -76,6 +98,10 @@ def main() -> dict:
     b_wall, b_tok, gens = batched(backend, requests, max_new, task.answer_complete)
     plain_wall, plain_tok, _ = batched(backend, requests, max_new)  # batching alone, no early stop
     n_wall, n_tok = naive(model, tok, requests, max_new, backend.eos_ids)
+    gguf = resolve(cfg.model)
+    lc = None
+    if not args.skip_llamacpp and gguf[1]:
+        lc = llamacpp(str(Path(gguf[0]) / gguf[1]), tok, requests, max_new, torch.get_num_threads())
     result = {
         "model": cfg.model.name_or_path, "dtype": str(model.dtype), "device": str(model.device),
         "threads": torch.get_num_threads(), "prompts": len(requests), "max_new_tokens": max_new,
@@ -86,11 +112,17 @@ def main() -> dict:
         "naive_loop": {"wall_s": round(n_wall, 2), "tokens": n_tok, "tokens_per_s": round(n_tok / n_wall, 1)},
         "speedup_wall": round(n_wall / b_wall, 2),
         "speedup_batching_only": round(n_wall / plain_wall, 2),
+        **({"llamacpp_server_serial": {"wall_s": round(lc[0], 2), "tokens": lc[1],
+                                         "tokens_per_s": round(lc[1] / lc[0], 1), "weights": gguf[1]},
+            "speedup_vs_llamacpp": round(lc[0] / b_wall, 2)} if lc else {}),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     print(json.dumps(result, indent=2))
     print(f"s3ft HF backend is {result['speedup_wall']}x faster than the naive loop "
           f"({b_wall:.1f} s vs {n_wall:.1f} s for {len(requests)} prompts)")
+    if lc:
+        print(f"s3ft HF backend takes {1 / result['speedup_vs_llamacpp']:.2f}x the wall time of llama.cpp's server "
+              f"answering one prompt at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
