@@ -34,3 +34,17 @@ def test_lora_defaults_reach_peft(tiny_model_dir, tmp_path):
     assert (peft_cfg.r, peft_cfg.lora_alpha, peft_cfg.lora_dropout) == (8, 16, 0.1)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     assert 0 < trainable < sum(p.numel() for p in trainer.model.parameters()) / 2
+
+
+def test_gradient_checkpointing_and_packing_reach_trainer(tiny_model_dir, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"{i}+1?"}], "target": f"#### {i + 1}"} for i in range(4)]
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    plain = build_trainer(str(tiny_model_dir), model_cfg, TrainConfig(batch_size=2, max_length=64), rows, tmp_path / "a")
+    assert not plain.args.gradient_checkpointing and not plain.args.packing
+    trainer = build_trainer(str(tiny_model_dir), model_cfg,
+                            TrainConfig(batch_size=2, max_length=512, gradient_checkpointing=True, packing=True),
+                            rows, tmp_path / "b", max_steps=1)
+    assert trainer.args.gradient_checkpointing and trainer.args.packing
+    assert len(trainer.train_dataset) < len(rows)  # packed: several short rows share one sequence
+    trainer.train()  # a step with checkpointed activations runs
+    assert trainer.model.base_model.model.is_gradient_checkpointing

@@ -7,6 +7,7 @@ end-of-turn token. Checkpoints every `save_steps` let a killed run resume.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     tok.padding_side = "right"
+    # transformers 5.x renamed gradient_checkpointing (the old name still works, with a warning).
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     # The config comes first: under `accelerate launch` with DeepSpeed ZeRO-3 creating it makes
     # from_pretrained below load each weight straight into its shard (zero.Init).
     args = SFTConfig(
@@ -54,7 +58,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         report_to="none",
         max_length=cfg.max_length,
         packing=cfg.packing,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **{ckpt: cfg.gradient_checkpointing},
         completion_only_loss=True,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
