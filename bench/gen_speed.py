@@ -13,13 +13,12 @@ and tokens/s; `--json` writes the figures.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import time
 from pathlib import Path
 
 import torch
 
+from emit import emit, peak_rss_mib
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend, render_prompt
 from s3ft.config import load_config
@@ -115,18 +114,14 @@ def main() -> dict:
         **({"llamacpp_server_serial": {"wall_s": round(lc[0], 2), "tokens": lc[1],
                                          "tokens_per_s": round(lc[1] / lc[0], 1), "weights": gguf[1]},
             "speedup_vs_llamacpp": round(lc[0] / b_wall, 2)} if lc else {}),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": peak_rss_mib(),
     }
-    print(json.dumps(result, indent=2))
-    print(f"s3ft HF backend is {result['speedup_wall']}x faster than the naive loop "
-          f"({b_wall:.1f} s vs {n_wall:.1f} s for {len(requests)} prompts)")
+    summary = (f"s3ft HF backend is {result['speedup_wall']}x faster than the naive loop "
+               f"({b_wall:.1f} s vs {n_wall:.1f} s for {len(requests)} prompts)")
     if lc:
-        print(f"s3ft HF backend takes {1 / result['speedup_vs_llamacpp']:.2f}x the wall time of llama.cpp's server "
-              f"answering one prompt at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        summary += (f"\nand {result['speedup_vs_llamacpp']}x faster than llama.cpp's server answering one prompt "
+                    f"at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")
+    return emit(result, summary, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ failure is listed with its reason.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 # Running MBPP's reference code is the point of this benchmark, so opt in here.
 os.environ["S3FT_ALLOW_CODE_EXEC"] = "1"
 
+from emit import emit, peak_rss_mib  # noqa: E402
 from s3ft.config import DataConfig  # noqa: E402
 from s3ft.judges import get_judge, judge_generations  # noqa: E402
 from s3ft.judges.code_exec import isolation_in_force  # noqa: E402
@@ -55,13 +55,8 @@ def main() -> dict:
         "failure_kinds": dict(Counter(f["reason"].split(":")[0] for f in failures).most_common()),
         "failures": failures,
     }
-    print(json.dumps(result, indent=2))
-    print(f"code judge: {result['programs_per_s']} programs/s with {judge.workers} workers ({isolation}); "
-          f"{result['passed']}/{n} reference solutions pass")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return emit(result, f"code judge: {result['programs_per_s']} programs/s with {judge.workers} workers "
+                        f"({isolation}); {result['passed']}/{n} reference solutions pass", args.json)
 
 
 if __name__ == "__main__":

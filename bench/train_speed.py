@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import resource
 import statistics
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from emit import emit, peak_rss_mib
 from s3ft.config import load_config
 from s3ft.models import materialize, pick_device, pick_dtype
 from s3ft.tasks import get_task
@@ -130,16 +129,11 @@ def main() -> dict:
         # > 1: s3ft is slower. End to end (load, build, train, save), and trainer.train alone.
         "ratio_wall": round(side["s3ft"]["wall_s"] / side["trl"]["wall_s"], 3),
         "ratio_train": round(side["s3ft"]["train_s"] / side["trl"]["train_s"], 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": peak_rss_mib(),
     }
-    print(json.dumps(result, indent=2))
-    print(f"s3ft training takes {result['ratio_wall']}x the time of plain TRL end to end "
-          f"({result['ratio_train']}x in trainer.train): {side['s3ft']['samples_per_s']} vs "
-          f"{side['trl']['samples_per_s']} samples/s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return emit(result, f"s3ft training takes {result['ratio_wall']}x the time of plain TRL end to end "
+                        f"({result['ratio_train']}x in trainer.train): {side['s3ft']['samples_per_s']} vs "
+                        f"{side['trl']['samples_per_s']} samples/s", args.json)
 
 
 if __name__ == "__main__":
