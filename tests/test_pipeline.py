@@ -121,6 +121,15 @@ def test_changed_prompt_is_not_silently_reused(run_overrides):
         run_pipeline(load_config(None, run_overrides + ["data.seed=5"]), until="generate")
 
 
+def test_new_judge_version_is_not_silently_reused(run_overrides, monkeypatch):
+    from s3ft.judges import JUDGES
+    run_pipeline(load_config(None, run_overrides), until="judge")
+    for cls in JUDGES.values():
+        monkeypatch.setattr(cls, "version", 2, raising=False)
+    with pytest.raises(S3FTError, match="answers_verdicts.jsonl: made with different settings"):
+        run_pipeline(load_config(None, run_overrides), until="judge")
+
+
 def test_kill_9_during_generation_loses_and_duplicates_nothing(run_overrides, tmp_path):
     overrides = [o for o in run_overrides if not o.startswith(("generation.batch_size", "data.train_limit",
                                                                "generation.max_new_tokens"))]

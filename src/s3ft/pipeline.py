@@ -50,8 +50,10 @@ class Run:
             self.judge = get_judge(name, **options)
         except TypeError as e:  # an option this judge does not take
             raise S3FTError(f"judge.args: {e}") from None
-        self.judge_id = getattr(self.judge, "id", {"judge": name, "args": jc.args} if jc.args else name)
-        """What verdicts depend on: the task's judge name, or the LLM judge's model, prompt and version."""
+        versioned = f"{name}@{self.judge.version}" if getattr(self.judge, "version", None) else name
+        self.judge_id = getattr(self.judge, "id", {"judge": versioned, "args": jc.args} if jc.args else versioned)
+        """What verdicts depend on: the judge's name (and `version`, if it has one) and args, or the LLM judge's
+        model, prompt and version."""
         self._backend = None
         self._model_path: str | None = None
         self.cost: dict[str, dict] = {}

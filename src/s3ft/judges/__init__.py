@@ -27,6 +27,8 @@ class Verdict:
 
 
 class Judge(Protocol):
+    """`name` is set by `register_judge`. A judge may also define `version`: bump it when a change
+    alters verdicts, so that verdicts saved by the old code are not reused."""
     name: str
 
     def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]: ...
