@@ -43,3 +43,40 @@ def test_identical_prompts_are_generated_once(tiny_model_dir, monkeypatch):
     reqs = [GenRequest("a", same), GenRequest("b", same), GenRequest("c", other)]
     out = {g.id: g.text for b in backend.generate(reqs, 4) for g in b}
     assert batch_sizes == [2] and set(out) == {"a", "b", "c"} and out["a"] == out["b"]
+
+
+
+def test_compacted_batches_give_the_same_text_with_fewer_rows_decoded(tokenizer_dir, tmp_path):
+    """Rows that finish early leave the batch; the rest carry on from the same KV cache."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from s3ft.backends.hf import render_prompt
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)  # large random weights: varied tokens (the shared tiny model repeats one)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         initializer_range=1.0, pad_token_id=tok.pad_token_id))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    reqs = [GenRequest(str(i), [{"role": "user", "content": f"question {i} " * (1 + i % 3)}]) for i in range(8)]
+    enc = tok([render_prompt(tok, r) for r in reqs], return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    raw = model.generate(**enc, max_new_tokens=24, do_sample=False, eos_token_id=[], pad_token_id=tok.pad_token_id)
+    raw = raw[:, enc["input_ids"].shape[1]:].tolist()
+    # Stand-in end-of-turn tokens: row i's token at step 2 + 3i, so rows end at different steps (some never).
+    eos = sorted({raw[i][2 + 3 * i] for i in range(6)} - {tok.pad_token_id})
+
+    def run(compact: bool):
+        backend = HFBackend(str(tmp_path), ModelConfig(), GenerationConfig(batch_size=8, compact_batches=compact))
+        backend.eos_ids, widths, real = eos, [], backend.model.generate
+
+        def counting(**kw):
+            widths.append(kw["input_ids"].shape[0])
+            return real(**kw)
+        backend.model.generate = counting
+        return {g.id: (g.text, g.finish_reason) for b in backend.generate(reqs, 24) for g in b}, widths
+
+    (plain, plain_widths), (compact, widths) = run(False), run(True)
+    assert {r for _, r in plain.values()} == {"stop", "length"} and plain_widths == [8]
+    assert compact == plain
+    assert len(widths) > 1 and widths == sorted(widths, reverse=True) and widths[-1] < 8

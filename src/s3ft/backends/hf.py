@@ -1,8 +1,9 @@
 """transformers backend: batched, length-sorted, left-padded `model.generate`.
 
 Speed comes from batching similar-length prompts (little padding), generating each
-distinct prompt once, and letting finished rows stop at end-of-turn. On CUDA an
-out-of-memory batch is split in half and retried.
+distinct prompt once, stopping a row as soon as its answer is complete, and dropping
+finished rows from the batch (`MostlyFinished`). On CUDA an out-of-memory batch is split
+in half and retried.
 """
 
 from __future__ import annotations
@@ -47,6 +48,23 @@ class AnswerComplete(StoppingCriteria):
         return torch.tensor([bool(self.regex.search(t)) for t in tails], device=input_ids.device)
 
 
+class MostlyFinished(StoppingCriteria):
+    """Ends a `generate` call once a quarter of its rows have finished.
+
+    `generate` keeps finished rows in the batch, paying a full-width decode step for each
+    until the slowest row is done; on a CPU that is most of the cost when answer lengths
+    differ. `HFBackend` then continues the unfinished rows alone from the same KV cache.
+    """
+
+    def __init__(self, done_ids: torch.Tensor, fraction: float = 0.25):
+        self.done_ids, self.fraction = done_ids, fraction
+
+    def __call__(self, input_ids, scores, **kwargs):
+        finished = torch.isin(input_ids[:, -1], self.done_ids)  # rows that stopped end in EOS or padding
+        cut = input_ids.shape[0] > 1 and finished.float().mean().item() >= self.fraction
+        return torch.full((input_ids.shape[0],), cut, dtype=torch.bool, device=input_ids.device)
+
+
 @register_backend("hf")
 class HFBackend:
     def __init__(self, model_path: str, model_cfg: ModelConfig, gen_cfg: GenerationConfig,
@@ -60,6 +78,7 @@ class HFBackend:
         eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(e for e in eos if e is not None)
         self.batch_size = gen_cfg.batch_size
+        self.compact = gen_cfg.compact_batches
 
     def close(self) -> None:
         del self.model
@@ -98,8 +117,8 @@ class HFBackend:
         tok = self.tokenizer
         enc = tok.pad({"input_ids": batch_ids}, return_tensors="pt").to(self.model.device)
         sampling = self.gen_cfg.temperature > 0
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling, eos_token_id=self.eos_ids,
-                      pad_token_id=tok.pad_token_id)
+        kwargs = dict(do_sample=sampling, eos_token_id=self.eos_ids, pad_token_id=tok.pad_token_id,
+                      return_dict_in_generate=True)
         if sampling:
             torch.manual_seed(self.gen_cfg.seed)
             kwargs.update(temperature=self.gen_cfg.temperature, top_p=self.gen_cfg.top_p)
@@ -107,11 +126,33 @@ class HFBackend:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=tok)
-        if stop_regex:
-            prompt_len = enc["input_ids"].shape[1]
-            kwargs["stopping_criteria"] = StoppingCriteriaList([AnswerComplete(tok, stop_regex, prompt_len)])
-        out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        done_ids = torch.tensor(sorted({*self.eos_ids, tok.pad_token_id} - {None}), device=self.model.device)
+        ids, mask, cache = enc["input_ids"], enc["attention_mask"], None
+        live = list(range(len(batch_ids)))  # batch rows still generating, in `ids` order
+        new: list[list[int]] = [[] for _ in batch_ids]
+        while live:
+            criteria = [MostlyFinished(done_ids)] if self.compact else []
+            if stop_regex:
+                criteria.append(AnswerComplete(tok, stop_regex, ids.shape[1]))
+            out = self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                      max_new_tokens=max_new_tokens - len(new[live[0]]),
+                                      stopping_criteria=StoppingCriteriaList(criteria), **kwargs)
+            gen = out.sequences[:, ids.shape[1]:]
+            for k, row in enumerate(live):
+                new[row] += gen[k].tolist()
+            if len(new[live[0]]) >= max_new_tokens or not self.compact:
+                break
+            keep = [k for k, row in enumerate(live) if not self._finished(new[row], done_ids, stop, stop_regex)]
+            if not keep:
+                break
+            # Carry on with the unfinished rows only: their KV cache is kept, so nothing is recomputed.
+            index = torch.tensor(keep, device=ids.device)
+            mask = torch.cat([mask, torch.ones_like(gen)], dim=1)[index]
+            ids, cache, live = out.sequences[index], out.past_key_values, [live[k] for k in keep]
+            if hasattr(cache, "batch_select_indices"):
+                cache.batch_select_indices(index)
+            else:  # a model without a selectable cache recomputes it (same text, slower)
+                cache = None
         results = []
         for row in new:
             n, reason = len(row), "length"
@@ -122,3 +163,8 @@ class HFBackend:
             text, reason = trim(tok.decode(row[:n], skip_special_tokens=True), reason, stop, stop_regex)
             results.append((text, reason, n if reason == "length" else n + 1))
         return results
+
+    def _finished(self, row: list[int], done_ids, stop, stop_regex) -> bool:
+        if any(t in done_ids for t in row):
+            return True
+        return trim(self.tokenizer.decode(row, skip_special_tokens=True), "length", stop, stop_regex)[1] == "stop"
