@@ -60,9 +60,11 @@ class MostlyFinished(StoppingCriteria):
         self.done_ids, self.fraction = done_ids, fraction
 
     def __call__(self, input_ids, scores, **kwargs):
+        rows = input_ids.shape[0]
+        if rows == 1:
+            return torch.zeros(1, dtype=torch.bool, device=input_ids.device)
         finished = torch.isin(input_ids[:, -1], self.done_ids)  # rows that stopped end in EOS or padding
-        cut = input_ids.shape[0] > 1 and finished.float().mean().item() >= self.fraction
-        return torch.full((input_ids.shape[0],), cut, dtype=torch.bool, device=input_ids.device)
+        return (finished.float().mean() >= self.fraction).expand(rows)  # stays on the device: no sync
 
 
 @register_backend("hf")
@@ -142,7 +144,9 @@ class HFBackend:
                 new[row] += gen[k].tolist()
             if len(new[live[0]]) >= max_new_tokens or not self.compact:
                 break
-            keep = [k for k, row in enumerate(live) if not self._finished(new[row], done_ids, stop, stop_regex)]
+            # Unfinished: no padding yet (a stopping criterion ended the row) and no end found in its text.
+            keep = [k for k, row in enumerate(live)
+                    if tok.pad_token_id not in new[row] and self._decode(new[row], stop, stop_regex)[1] != "stop"]
             if not keep:
                 break
             # Carry on with the unfinished rows only: their KV cache is kept, so nothing is recomputed.
@@ -153,18 +157,14 @@ class HFBackend:
                 cache.batch_select_indices(index)
             else:  # a model without a selectable cache recomputes it (same text, slower)
                 cache = None
-        results = []
-        for row in new:
-            n, reason = len(row), "length"
-            for k, t in enumerate(row):
-                if t in self.eos_ids:
-                    n, reason = k, "stop"
-                    break
-            text, reason = trim(tok.decode(row[:n], skip_special_tokens=True), reason, stop, stop_regex)
-            results.append((text, reason, n if reason == "length" else n + 1))
-        return results
+        return [self._decode(row, stop, stop_regex) for row in new]
 
-    def _finished(self, row: list[int], done_ids, stop, stop_regex) -> bool:
-        if any(t in done_ids for t in row):
-            return True
-        return trim(self.tokenizer.decode(row, skip_special_tokens=True), "length", stop, stop_regex)[1] == "stop"
+    def _decode(self, row: list[int], stop: tuple[str, ...], stop_regex: str | None) -> tuple[str, str, int]:
+        """Generated ids -> (text cut at end-of-turn, stop string or answer pattern; finish reason; tokens)."""
+        n, reason = len(row), "length"
+        for k, t in enumerate(row):
+            if t in self.eos_ids:
+                n, reason = k, "stop"
+                break
+        text, reason = trim(self.tokenizer.decode(row[:n], skip_special_tokens=True), reason, stop, stop_regex)
+        return text, reason, n if reason == "length" else n + 1
