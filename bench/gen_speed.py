@@ -5,7 +5,9 @@ Same model (the demo's SmolLM2-135M), same prompts (the demo's training queries,
 with the same chat template), same greedy decoding and token limit, measured side by side
 in one run. llama.cpp serves the GGUF file itself (Q4_1 weights, its own kernels); the HF
 sides run the de-quantized model in the config's dtype. Prints the ratios of wall times
-and tokens/s; `--json` writes the figures.
+and tokens/s; `--json` writes the figures. The batched sides take well under a minute, so they
+run `--repeats` times, alternating, and report the median (run to run this VM varies by ~10%);
+the naive loop (7 min) and llama.cpp run once, over many prompts in a row.
 
     python bench/gen_speed.py --n 48 --json bench/results/gen_speed.json
 """
@@ -13,6 +15,7 @@ and tokens/s; `--json` writes the figures.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -69,6 +72,7 @@ def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=48, help="prompts (the naive loop takes ~5 s each on 2 cores)")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each batched side (median)")
     ap.add_argument("--model", default=None, help="another model (hub id, directory, .gguf) instead of the demo's")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16 on a GPU")
@@ -94,8 +98,12 @@ def main() -> dict:
     max_new = cfg.generation.max_new_tokens
 
     batched(backend, requests[:2], 8)  # warm-up: first-call costs (CUDA context, kernels) are not throughput
-    b_wall, b_tok, gens = batched(backend, requests, max_new, task.answer_complete)
-    plain_wall, plain_tok, _ = batched(backend, requests, max_new)  # batching alone, no early stop
+    stop_runs, plain_runs = [], []
+    for _ in range(args.repeats):
+        stop_runs.append(batched(backend, requests, max_new, task.answer_complete))
+        plain_runs.append(batched(backend, requests, max_new))  # batching alone, no early stop
+    b_wall, b_tok = statistics.median(r[0] for r in stop_runs), stop_runs[0][1]
+    plain_wall, plain_tok = statistics.median(r[0] for r in plain_runs), plain_runs[0][1]
     n_wall, n_tok = naive(model, tok, requests, max_new, backend.eos_ids)
     gguf = resolve(cfg.model)
     lc = None
@@ -105,9 +113,11 @@ def main() -> dict:
         "model": cfg.model.name_or_path, "dtype": str(model.dtype), "device": str(model.device),
         "threads": torch.get_num_threads(), "prompts": len(requests), "max_new_tokens": max_new,
         "batch_size": cfg.generation.batch_size,
-        "s3ft_hf": {"wall_s": round(b_wall, 2), "tokens": b_tok, "tokens_per_s": round(b_tok / b_wall, 1)},
+        "s3ft_hf": {"wall_s": round(b_wall, 2), "tokens": b_tok, "tokens_per_s": round(b_tok / b_wall, 1),
+                    "runs_s": [round(r[0], 2) for r in stop_runs]},
         "s3ft_hf_without_answer_stop": {"wall_s": round(plain_wall, 2), "tokens": plain_tok,
-                                        "tokens_per_s": round(plain_tok / plain_wall, 1)},
+                                        "tokens_per_s": round(plain_tok / plain_wall, 1),
+                                        "runs_s": [round(r[0], 2) for r in plain_runs]},
         "naive_loop": {"wall_s": round(n_wall, 2), "tokens": n_tok, "tokens_per_s": round(n_tok / n_wall, 1)},
         "speedup_wall": round(n_wall / b_wall, 2),
         "speedup_batching_only": round(n_wall / plain_wall, 2),

@@ -1,6 +1,6 @@
 """All benchmarks in one command: prints a table and writes bench/results/bench.json.
 
-    python bench/run.py                      # everything (about 25 minutes on 2 cores)
+    python bench/run.py                      # everything (about 30 minutes on 2 cores)
     python bench/run.py --skip-demo --skip-train
 
 Each part runs in its own process, one after another, so they do not compete for cores.
@@ -48,8 +48,9 @@ def table(res: dict) -> list[tuple[str, str, str]]:
     rows = []
     if "generation" in res:
         g = res["generation"]
+        runs = len(g["s3ft_hf"].get("runs_s", [0]))
         rows += [("generation: s3ft HF backend (batched, answer-stop)", f"{g['s3ft_hf']['tokens_per_s']} tok/s",
-                  f"{g['s3ft_hf']['wall_s']} s"),
+                  f"{g['s3ft_hf']['wall_s']} s, median of {runs}"),
                  ("generation: naive one-prompt generate loop", f"{g['naive_loop']['tokens_per_s']} tok/s",
                   f"{g['naive_loop']['wall_s']} s"),
                  ("  ratio s3ft / naive (wall)", f"{g['speedup_wall']}x", "target >= 10x")]
