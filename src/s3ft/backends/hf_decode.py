@@ -56,9 +56,11 @@ class GrowingLayer(DynamicLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         n = self.get_seq_length()
-        if n > 0:
-            self._k, self._v = self._k[indices], self._v[indices]
+        if n > 0 and self._k is not None and self.keys.data_ptr() == self._k.data_ptr():
+            self._k, self._v = self._k[indices], self._v[indices]  # keep the spare room
             self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+        else:
+            super().batch_select_indices(indices)
 
 
 def growing_cache(model) -> DynamicCache | None:
@@ -75,6 +77,29 @@ def growing_cache(model) -> DynamicCache | None:
     cache = DynamicCache(config=base.config.get_text_config(decoder=True))
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def refillable(cache) -> bool:
+    """Rows can join and positions can be dropped: every layer is a `GrowingLayer`."""
+    return cache is not None and all(type(layer) is GrowingLayer for layer in cache.layers)
+
+
+def join_rows(cache: DynamicCache, pad: int, other: DynamicCache, other_pad: int) -> None:
+    """Append `other`'s rows to `cache`, each side left-padded with `pad` / `other_pad` positions.
+
+    The padding is masked out by the caller's attention mask: it only aligns the rows.
+    """
+    def left(t: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0, n, 0))
+    for layer, extra in zip(cache.layers, other.layers):
+        layer.keys = torch.cat([left(layer.keys, pad), left(extra.keys, other_pad)])
+        layer.values = torch.cat([left(layer.values, pad), left(extra.values, other_pad)])
+
+
+def keep_positions(cache: DynamicCache, positions: torch.Tensor) -> None:
+    """Keep only `positions` (sequence indices) of every layer, e.g. to drop columns no row attends to."""
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[:, :, positions], layer.values[:, :, positions]
 
 
 @contextmanager
