@@ -31,6 +31,19 @@ def test_trim_cuts_at_stop_strings_and_the_answer_pattern():
     assert trim("no answer yet", "length", (), r"answer is \d+") == ("no answer yet", "length")
 
 
+def test_token_counts_leave_out_padding(tiny_model_dir):
+    backend = HFBackend(str(tiny_model_dir), ModelConfig(), GenerationConfig())
+    pad = backend.tokenizer.pad_token_id
+    a, b, c, end = 101, 102, 103, 104
+    assert pad not in (a, b, c, end)
+    backend.eos_ids = [end]
+    # Ended by the answer pattern (then padded by generate): the real tokens only.
+    assert backend._decode([a, b, c, pad, pad], (), None)[2] == 3
+    # Ended by end-of-turn: the tokens and the end-of-turn token, not what follows.
+    assert backend._decode([a, end, pad, pad], (), None)[1:] == ("stop", 2)
+    assert backend._decode([a, b, c], (), None)[1:] == ("length", 3)
+
+
 def test_identical_prompts_are_generated_once(tiny_model_dir, monkeypatch):
     backend = HFBackend(str(tiny_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=8))
     real, batch_sizes = backend._prefill_shared_prefix, []

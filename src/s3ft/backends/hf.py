@@ -246,10 +246,13 @@ class HFBackend:
 
     def _decode(self, row: list[int], stop: tuple[str, ...], stop_regex: str | None) -> tuple[str, str, int]:
         """Generated ids -> (text cut at end-of-turn, stop string or answer pattern; finish reason; tokens)."""
-        n, reason = len(row), "length"
+        n, reason, eos = len(row), "length", 0
         for k, t in enumerate(row):
             if t in self.eos_ids:
-                n, reason = k, "stop"
+                n, reason, eos = k, "stop", 1
+                break
+            if t == self.tokenizer.pad_token_id:  # a stopping criterion ended the row: the rest is padding
+                n = k
                 break
         text, reason = trim(self.tokenizer.decode(row[:n], skip_special_tokens=True), reason, stop, stop_regex)
-        return text, reason, n if reason == "length" else n + 1
+        return text, reason, n + eos
