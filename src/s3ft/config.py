@@ -88,8 +88,9 @@ class GenerationConfig:
     batch_size: int = 32
     """Upper bound; the HF backend halves it on out-of-memory."""
     compact_batches: bool = True
-    """HF backend: once a quarter of a batch has finished, carry on with the unfinished rows alone (same KV
-    cache) instead of decoding finished rows until the slowest is done."""
+    """HF backend: once a quarter of a batch has finished, carry on with the unfinished rows (same KV cache)
+    and put waiting prompts in the free places, instead of decoding finished rows until the slowest is done.
+    Same text either way."""
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
