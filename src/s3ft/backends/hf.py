@@ -1,9 +1,10 @@
 """transformers backend: batched, length-sorted, left-padded `model.generate`.
 
 Speed comes from batching similar-length prompts (little padding), generating each
-distinct prompt once, stopping a row as soon as its answer is complete, dropping
-finished rows from the batch (`MostlyFinished`), and a cheaper decode step (`hf_decode`).
-On CUDA an out-of-memory batch is split in half and retried.
+distinct prompt once, computing a batch's shared prompt prefix once, stopping a row as
+soon as its answer is complete, dropping finished rows from the batch and giving their
+places to waiting prompts (`MostlyFinished`, `_join`), and a cheaper decode step
+(`hf_decode`). On CUDA an out-of-memory batch is split in half and retried.
 """
 
 from __future__ import annotations
@@ -170,10 +171,12 @@ class HFBackend:
             decoded = {}
             for k, j in enumerate(rows):
                 new[j] += gen[k].tolist()
+                text = self._decode(new[j], stop, stop_regex)
                 # Finished: out of budget, padded (a stopping criterion ended it) or an end found in its text.
                 if (not self.compact or len(new[j]) >= max_new_tokens or tok.pad_token_id in new[j]
-                        or self._decode(new[j], stop, stop_regex)[1] == "stop"):
-                    decoded[k] = self._decode(new.pop(j), stop, stop_regex)
+                        or text[1] == "stop"):
+                    decoded[k] = text
+                    del new[j]
             if decoded:
                 yield [(rows[k], d) for k, d in decoded.items()]
             keep = [k for k in range(len(rows)) if k not in decoded]
