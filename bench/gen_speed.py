@@ -60,12 +60,11 @@ def llamacpp(gguf: str, tok, requests, max_new_tokens, threads: int) -> tuple[fl
         return time.perf_counter() - t0, tokens
 
 
-def batched(backend, requests, max_new_tokens, stop_regex=None) -> tuple[float, int, list]:
-    t0, tokens, gens = time.perf_counter(), 0, []
+def batched(backend, requests, max_new_tokens, stop_regex=None) -> tuple[float, int]:
+    t0, tokens = time.perf_counter(), 0
     for batch in backend.generate(requests, max_new_tokens, stop_regex=stop_regex):
-        gens += batch
         tokens += sum(g.completion_tokens for g in batch)
-    return time.perf_counter() - t0, tokens, gens
+    return time.perf_counter() - t0, tokens
 
 
 def main() -> dict:

@@ -20,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..config import GenerationConfig, ModelConfig
 from ..models import load_model, load_tokenizer
 from . import Generation, GenRequest, dedupe, register_backend, trim
-from .hf_decode import blocked_vocab_projection, growing_cache, join_rows, keep_positions, refillable
+from .hf_decode import blocked_vocab_projection, growing_cache, join_rows, keep_positions, refillable, unwrap
 
 
 def render_prompt(tokenizer, req: GenRequest) -> str:
@@ -90,8 +90,7 @@ class HFBackend:
         self.eos_ids = sorted(e for e in eos if e is not None)
         self.batch_size = gen_cfg.batch_size
         self.compact = gen_cfg.compact_batches
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self._forward_params = inspect.signature(base.forward).parameters
+        self._forward_params = inspect.signature(unwrap(self.model).forward).parameters
 
     def close(self) -> None:
         del self.model
