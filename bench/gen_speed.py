@@ -7,7 +7,9 @@ in one run. llama.cpp serves the GGUF file itself (Q4_1 weights, its own kernels
 sides run the de-quantized model in the config's dtype. Prints the ratios of wall times
 and tokens/s; `--json` writes the figures. The batched sides take well under a minute, so they
 run `--repeats` times, alternating, and report the median (run to run this VM varies by ~10%);
-the naive loop (7 min) and llama.cpp run once, over many prompts in a row.
+the naive loop (7 min) and llama.cpp run once, over many prompts in a row. A last side has
+llama.cpp batch the prompts itself (`llamacpp_batched.py`, its low-level API), to show what
+its engine reaches here when it is not answering one prompt at a time.
 
     python bench/gen_speed.py --n 48 --json bench/results/gen_speed.json
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import llamacpp_batched
 from emit import emit, peak_rss_mib
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend, render_prompt
@@ -105,9 +108,15 @@ def main() -> dict:
     plain_wall, plain_tok = statistics.median(r[0] for r in plain_runs), plain_runs[0][1]
     n_wall, n_tok = naive(model, tok, requests, max_new, backend.eos_ids)
     gguf = resolve(cfg.model)
-    lc = None
+    lc = lcb = None
+    parallel = min(cfg.generation.batch_size, len(requests))  # llama.cpp batches as many as s3ft does
     if not args.skip_llamacpp and gguf[1]:
-        lc = llamacpp(str(Path(gguf[0]) / gguf[1]), tok, requests, max_new, torch.get_num_threads())
+        gguf_file = str(Path(gguf[0]) / gguf[1])
+        lc = llamacpp(gguf_file, tok, requests, max_new, torch.get_num_threads())
+        if llamacpp_batched.available():
+            ids = [tok(render_prompt(tok, r), add_special_tokens=False)["input_ids"] for r in requests]
+            lcb = llamacpp_batched.generate(gguf_file, ids, max_new, backend.eos_ids, torch.get_num_threads(),
+                                            parallel=parallel)
     result = {
         "model": cfg.model.name_or_path, "dtype": str(model.dtype), "device": str(model.device),
         "threads": torch.get_num_threads(), "prompts": len(requests), "max_new_tokens": max_new,
@@ -123,6 +132,9 @@ def main() -> dict:
         **({"llamacpp_server_serial": {"wall_s": round(lc[0], 2), "tokens": lc[1],
                                          "tokens_per_s": round(lc[1] / lc[0], 1), "weights": gguf[1]},
             "speedup_vs_llamacpp": round(lc[0] / b_wall, 2)} if lc else {}),
+        **({"llamacpp_batched": {"wall_s": round(lcb[0], 2), "tokens": lcb[1], "tokens_per_s": round(lcb[1] / lcb[0], 1),
+                                 "parallel": parallel},
+            "llamacpp_batched_vs_serial_tokens_per_s": round((lcb[1] / lcb[0]) / (lc[1] / lc[0]), 2)} if lcb else {}),
         "peak_rss_mib": peak_rss_mib(),
     }
     summary = (f"s3ft HF backend is {result['speedup_wall']}x faster than the naive loop "
@@ -130,6 +142,9 @@ def main() -> dict:
     if lc:
         summary += (f"\nand {result['speedup_vs_llamacpp']}x faster than llama.cpp's server answering one prompt "
                     f"at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")
+    if lcb:
+        summary += (f"\nllama.cpp batching the prompts itself: {result['llamacpp_batched']['tokens_per_s']} tok/s, "
+                    f"{result['llamacpp_batched_vs_serial_tokens_per_s']}x its one-at-a-time rate")
     return emit(result, summary, args.json)
 
 

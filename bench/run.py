@@ -58,6 +58,10 @@ def table(res: dict) -> list[tuple[str, str, str]]:
             lc = g["llamacpp_server_serial"]
             rows += [("generation: llama.cpp server, one at a time", f"{lc['tokens_per_s']} tok/s", f"{lc['wall_s']} s"),
                      ("  ratio s3ft / llama.cpp (wall)", f"{g['speedup_vs_llamacpp']}x", "target >= 3x")]
+        if "llamacpp_batched" in g:
+            lb = g["llamacpp_batched"]
+            rows += [(f"generation: llama.cpp batching {lb['parallel']} prompts itself", f"{lb['tokens_per_s']} tok/s",
+                      f"{lb['wall_s']} s, {g['llamacpp_batched_vs_serial_tokens_per_s']}x its serial tok/s")]
     if "train" in res:
         t = res["train"]
         rows += [("training: s3ft", f"{t['s3ft']['samples_per_s']} rows/s", f"{t['s3ft']['wall_s']} s"),
