@@ -1,12 +1,12 @@
 """All benchmarks in one command: prints a table and writes bench/results/bench.json.
 
-    python bench/run.py                      # everything (about 30 minutes on 2 cores)
+    python bench/run.py                      # everything (about 40 minutes on 2 cores)
     python bench/run.py --skip-demo --skip-train
 
 Each part runs in its own process, one after another, so they do not compete for cores.
 Every figure that compares two things is a ratio measured side by side in one run on this
 machine: generation (s3ft HF backend vs a naive `model.generate` loop and vs llama.cpp's
-server, one prompt at a time), training (s3ft vs plain TRL SFTTrainer), code-judge
+server, one prompt at a time; and llama.cpp batching the same prompts itself), training (s3ft vs plain TRL SFTTrainer), code-judge
 throughput, and the demo's wall time and peak RSS.
 """
 
