@@ -57,23 +57,23 @@ def generate(gguf: str, prompts: list[list[int]], max_new_tokens: int, eos_ids: 
         t0 = time.perf_counter()
         while waiting or live:
             batch.n_tokens, reads = 0, []  # reads: (batch index whose logits pick the next token, sequence)
-            for seq, (pos, new) in live.items():
-                reads.append((put(new[-1], pos, seq, True), seq))
+            for seq, state in live.items():
+                reads.append((put(state[1][-1], state[0], seq, True), seq))
+                state[0] += 1
             while waiting and free and batch.n_tokens + len(prompts[waiting[0]]) <= capacity:
                 p, seq = prompts[waiting.pop(0)], free.pop()
                 for k, t in enumerate(p):
                     j = put(t, k, seq, k == len(p) - 1)
-                live[seq] = [len(p) - 1, []]
+                live[seq] = [len(p), []]
                 reads.append((j, seq))
             if L.llama_decode(ctx.ctx, batch) != 0:
                 raise RuntimeError("llama_decode failed (KV cache full?)")
             for j, seq in reads:
                 logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx.ctx, j), shape=(vocab,))
-                state = live[seq]
-                state[0] += 1
-                state[1].append(int(logits.argmax()))
-                tokens += state[1][-1] not in eos  # as the server's usage count: EOS is not a completion token
-                if state[1][-1] in eos or len(state[1]) >= max_new_tokens:
+                new = live[seq][1]
+                new.append(int(logits.argmax()))
+                tokens += new[-1] not in eos  # as the server's usage count: EOS is not a completion token
+                if new[-1] in eos or len(new) >= max_new_tokens:
                     del live[seq]
                     free.append(seq)
                     L.llama_memory_seq_rm(ctx.memory, seq, -1, -1)

@@ -6,8 +6,8 @@
 Each part runs in its own process, one after another, so they do not compete for cores.
 Every figure that compares two things is a ratio measured side by side in one run on this
 machine: generation (s3ft HF backend vs a naive `model.generate` loop and vs llama.cpp's
-server, one prompt at a time; and llama.cpp batching the same prompts itself), training (s3ft vs plain TRL SFTTrainer), code-judge
-throughput, and the demo's wall time and peak RSS.
+server, one prompt at a time; and llama.cpp batching the same prompts itself), training
+(s3ft vs plain TRL SFTTrainer), code-judge throughput, and the demo's wall time and peak RSS.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class HFBackend:
         """
         live = mask[:, :-1].any(0).nonzero().squeeze(1)  # the last column is every row's next input
         if len(live) < mask.shape[1] - 1:
-            seq, mask = seq[:, live.tolist() + [seq.shape[1] - 1]], mask[:, live.tolist() + [mask.shape[1] - 1]]
+            cols = live.tolist() + [seq.shape[1] - 1]
+            seq, mask = seq[:, cols], mask[:, cols]
             starts = [int((live < s).sum()) for s in starts]
             keep_positions(cache, live)
         seq2, mask2, cache2 = self._prefill_shared_prefix(batch_ids)
