@@ -96,7 +96,9 @@ def main() -> None:
         # RUSAGE_CHILDREN is the largest finished child so far: the demo runs first so that it is the demo's.
         res["demo"] = {"wall_s": round(wall, 1),
                        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-                       "in_domain": summary["in_domain"], "target_mix": summary["target_mix"]}
+                       "in_domain": summary["in_domain"], "target_mix": summary["target_mix"],
+                       "stages_wall_s": {k: v["wall_s"] for k, v in summary["cost"]["stages"].items()},
+                       "forgetting": (summary.get("forgetting") or {}).get("models")}
     if not args.skip_gen:
         res["generation"] = run_json([str(HERE / "gen_speed.py"), "--n", str(args.n)], results / "gen_speed.json")
     if not args.skip_train:

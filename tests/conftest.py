@@ -53,4 +53,5 @@ def run_overrides(tiny_model_dir, tmp_path):
     return [f"model.name_or_path={tiny_model_dir}", "model.dtype=float32", f"output_dir={tmp_path / 'run'}",
             "data.task=arithmetic", "data.train_limit=12", "data.test_limit=8",
             "generation.max_new_tokens=12", "generation.batch_size=4",
-            "train.epochs=1", "train.batch_size=4", "train.max_length=256", "train.save_steps=2"]
+            "train.epochs=1", "train.batch_size=4", "train.max_length=256", "train.save_steps=2",
+            "forgetting.enabled=false"]  # tests of the meter turn it on with small probes

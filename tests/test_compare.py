@@ -21,7 +21,7 @@ from s3ft.compare import (CompareOptions, NLLScorer, aggregate_seeds, compare, e
                           target_nll)
 from s3ft.config import load_config
 from s3ft.errors import S3FTError
-from s3ft.general_eval import GeneralEvalConfig, evaluate_general
+from s3ft.compare.lm_eval_bridge import GeneralEvalConfig, evaluate_general
 from s3ft.pipeline import run_pipeline
 from s3ft.stats import mean_sd, paired_bootstrap_diff, stratified_paired_bootstrap
 
@@ -139,7 +139,8 @@ def compared(tiny_model_dir, bench_dir, tmp_path_factory):
     overrides = [f"model.name_or_path={tiny_model_dir}", "model.dtype=float32", f"output_dir={root / 'run'}",
                  "data.task=arithmetic", "data.train_limit=8", "data.test_limit=8", "methods=[sft, s3ft]",
                  "generation.max_new_tokens=12", "generation.batch_size=8",
-                 "train.epochs=1", "train.batch_size=4", "train.max_length=256", "train.save_steps=50"]
+                 "train.epochs=1", "train.batch_size=4", "train.max_length=256", "train.save_steps=50",
+                 "forgetting.text_limit=6", "forgetting.prompts_limit=4", "forgetting.max_new_tokens=16"]
     run_pipeline(load_config(None, overrides))
     out = root / "out"
     data = compare([root / "run"], _general(bench_dir), out, CompareOptions(audit_judge="exact", audit_size=10),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,9 @@ import pytest
 pytest.importorskip("lm_eval")
 torch = pytest.importorskip("torch")
 
-from s3ft import general_eval as ge  # noqa: E402
-from s3ft.general_eval import (  # noqa: E402
+from s3ft.compare import lm_eval_bridge as ge  # noqa: E402
+from s3ft.errors import S3FTError  # noqa: E402
+from s3ft.compare.lm_eval_bridge import (  # noqa: E402
     AdapterMismatchError,
     GeneralEvalConfig,
     evaluate_general,
@@ -144,6 +147,68 @@ def test_offline_run_items_cache_and_missing_hellaswag(tiny_model, data_dir, tmp
         assert again["tasks"][task]["cached"] is True
         assert again["tasks"][task]["items"] == tasks[task]["items"]
         assert again["tasks"][task]["value"] == tasks[task]["value"]
+
+
+def test_items_keep_choice_loglikelihoods_and_the_right_choices(tiny_model, data_dir, tmp_path):
+    res = evaluate_general(str(tiny_model), None, _cfg(data_dir, tasks=["arc_easy", "winogrande", "truthfulqa_mc2"]),
+                           tmp_path / "cache")
+    for task, choices in (("arc_easy", 4), ("winogrande", 2)):
+        for item in res["tasks"][task]["items"]:
+            assert len(item["lls"]) == choices and all(ll < 0 for ll in item["lls"]) and len(item["gold"]) == 1
+    # accuracy is recomputable from the stored log-likelihoods: they are what lm-eval scored
+    for item in res["tasks"]["winogrande"]["items"]:
+        assert item["score"] == float(max(range(2), key=lambda i: item["lls"][i]) == item["gold"][0])
+    mc2 = res["tasks"]["truthfulqa_mc2"]["items"][0]
+    assert 1 <= len(mc2["gold"]) < len(mc2["lls"])
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    d = Path(os.environ.get("S3FT_DATA_DIR") or SHARED)
+    assert (d / "ifeval" / "train.jsonl").is_file() and (d / "nltk_data").is_dir(), \
+        f"the IFEval test reads {d}/ifeval/train.jsonl and {d}/nltk_data (set S3FT_DATA_DIR)"
+    return d
+
+
+def test_ifeval_runs_offline_with_prompt_and_instruction_level_accuracies(tiny_model, tmp_path):
+    data = _shared_data()
+    cfg = GeneralEvalConfig(tasks=["ifeval"], data_dir=str(data), limit=3, max_gen_toks=16, batch_size=3, device="cpu")
+    res = evaluate_general(str(tiny_model), None, cfg, tmp_path / "cache")["tasks"]["ifeval"]
+    assert res["skipped"] is None and res["n"] == 3
+    for key in ("prompt_level_strict_acc,none", "inst_level_strict_acc,none", "prompt_level_loose_acc,none",
+                "inst_level_loose_acc,none"):
+        assert key in res["metrics"] and 0.0 <= res["metrics"][key] <= 1.0
+    inst = [i["scores"]["inst_level_strict_acc,none"] for i in res["items"]]
+    assert all(isinstance(v, list) and v for v in inst)  # one verdict per instruction
+    assert res["metrics"]["inst_level_strict_acc,none"] == pytest.approx(
+        sum(map(sum, inst)) / sum(map(len, inst)))
+
+
+def test_ifeval_without_punkt_data_is_skipped_naming_the_folder(tiny_model, tmp_path, monkeypatch):
+    import nltk
+    data = tmp_path / "data"
+    (data / "ifeval").mkdir(parents=True)
+    shutil.copy(_shared_data() / "ifeval" / "train.jsonl", data / "ifeval" / "train.jsonl")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty")])
+    res = evaluate_general(str(tiny_model), None, GeneralEvalConfig(tasks=["ifeval"], data_dir=str(data), limit=2,
+                                                                    device="cpu"), tmp_path / "cache")
+    assert res["tasks"]["ifeval"]["value"] is None
+    assert f"{data}/nltk_data/tokenizers/punkt_tab" in res["tasks"]["ifeval"]["skipped"]
+
+
+def test_per_benchmark_limits_and_their_errors(tiny_model, data_dir, tmp_path):
+    cfg = _cfg(data_dir, tasks=["arc_easy", "winogrande"], limit={"default": 2, "winogrande": 1})
+    res = evaluate_general(str(tiny_model), None, cfg, tmp_path / "cache")
+    assert (res["tasks"]["arc_easy"]["n"], res["tasks"]["winogrande"]["n"]) == (2, 1)
+    with pytest.raises(S3FTError, match="limit names mmlu, not among the benchmarks run"):
+        _cfg(data_dir, tasks=["arc_easy"], limit={"mmlu": 2})
+    from s3ft.cli import parse_limit
+    assert parse_limit("200,truthfulqa_mc2=50") == {"default": 200, "truthfulqa_mc2": 50}
+    assert parse_limit("7") == 7
+    with pytest.raises(S3FTError, match="--limit 'x=y'"):
+        parse_limit("x=y")
 
 
 def test_seeded_sample_is_deterministic_and_seed_dependent():

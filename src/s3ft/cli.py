@@ -58,7 +58,7 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
         force: bool = ForceOpt,
         benchmarks: Optional[str] = typer.Option(
             None, "--benchmarks", help="Then run `s3ft compare` on these general benchmarks (comma-separated)."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark."),
+        limit: Optional[str] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Only estimate rows, tokens and time per stage; "
                                      "writes nothing into the run directory."),
         no_probe: bool = typer.Option(False, "--no-probe", help="With --dry-run: count tokens only, without "
@@ -74,9 +74,11 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
     summary = _run(config, set_, data_dir, output, force, "report")
     if benchmarks and summary:
         run_dir = Path(summary["config"]["output_dir"])
-        compare(run_dirs=[run_dir], benchmarks=benchmarks, limit=limit, seed=0, data_dir=data_dir,
-                output=run_dir / "compare", no_general=False, batch_size=8, device="auto", audit_judge="auto",
-                audit_size=50, no_nll=False, cache_dir=None)
+        try:
+            _compare([run_dir], benchmarks, limit, 0, data_dir, run_dir / "compare", False, 8, "auto", "auto", None,
+                     "auto", 50, False, not summary["config"]["forgetting"]["enabled"], None)
+        except S3FTError as e:
+            _fail(e)
 
 
 def _stage_command(stage: str, doc: str):
@@ -95,23 +97,62 @@ for _stage, _doc in [("data", "Load and sample the task's splits"),
                      ("paraphrase", "Have the model paraphrase gold answers and judge the paraphrases"),
                      ("select", "Select training targets for each method"),
                      ("train", "Train one adapter per method"),
-                     ("evaluate", "Evaluate base and adapters in-domain and write the report")]:
+                     ("evaluate", "Evaluate base and adapters in-domain and write the report"),
+                     ("forgetting", "Measure forgetting: drift from the base model, probe benchmarks, controls")]:
     _stage_command(_stage, _doc)
 
 
 @app.command()
 def demo(output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Where to write the run."),
          set_: Optional[List[str]] = SetOpt, force: bool = ForceOpt):
-    """Offline demo: SmolLM2-135M on synthetic arithmetic, base vs SFT vs S3FT, on CPU in minutes."""
+    """Offline demo: SmolLM2-135M on synthetic arithmetic, base vs SFT vs S3FT: in-domain and forgetting, CPU, minutes."""
     _run(CONFIGS / "demo.yaml", set_, None, output, force, "report")
     typer.echo(f"wrote {output / 'summary.json'} and {output / 'report.md'}")
+
+
+def parse_limit(text: str | None) -> int | dict[str, int] | None:
+    """`200`, or `200,truthfulqa_mc2=50` (a default and per-benchmark counts), or `mmlu=100,arc_easy=300`."""
+    if text is None:
+        return None
+    out: dict[str, int] = {}
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            name, _, n = part.rpartition("=")
+            out[name or "default"] = int(n)
+    except ValueError:
+        raise S3FTError(f"--limit {text!r}: expected N or BENCHMARK=N[,...], e.g. 200,truthfulqa_mc2=50") from None
+    return out["default"] if list(out) == ["default"] else out
+
+
+def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
+             output: Path | None, no_general: bool, batch_size: int, device: str, dtype: str, max_gen_toks: int | None,
+             audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None) -> Path:
+    from .compare import CompareOptions, compare as compare_fn
+    general = None
+    if not no_general:
+        from .compare.lm_eval_bridge import GeneralEvalConfig
+        kw = {"tasks": benchmarks} if benchmarks else {}
+        general = GeneralEvalConfig(data_dir=data_dir or os.environ.get("S3FT_DATA_DIR") or None,
+                                    limit=parse_limit(limit), seed=seed, batch_size=batch_size, device=device,
+                                    dtype=dtype, max_gen_toks=max_gen_toks, **kw)
+    if audit_judge not in ("auto", "none"):
+        from .judges import get_judge
+        get_judge(audit_judge)  # unknown name: fail before any work
+    opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
+                          forgetting=not no_forgetting, audit_judge=None if audit_judge == "none" else audit_judge,
+                          cache_dir=str(cache_dir) if cache_dir else None)
+    out = output or Path(run_dirs[0]) / "compare"
+    compare_fn(run_dirs, general, out, opts)
+    return out
 
 
 @app.command()
 def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (same task and model; several = seeds)."),
             benchmarks: Optional[str] = typer.Option(
-                None, "--benchmarks", help="Comma-separated general benchmarks (default: general_eval's defaults)."),
-            limit: Optional[int] = typer.Option(None, "--limit", help="Examples per benchmark (seeded sample)."),
+                None, "--benchmarks", help="Comma-separated general benchmarks: mmlu, truthfulqa_mc1, truthfulqa_mc2, "
+                "hellaswag, winogrande, arc_challenge, arc_easy, gsm8k, ifeval."),
+            limit: Optional[str] = typer.Option(None, "--limit", help="Examples per benchmark (seeded sample): N, or "
+                                                "N,BENCH=M,... to set some benchmarks apart."),
             seed: int = typer.Option(0, "--seed", help="Seed of the benchmark sample, bootstrap and judge audit."),
             data_dir: Optional[str] = DataDirOpt,
             output: Optional[Path] = typer.Option(None, "--output", "-o",
@@ -119,35 +160,52 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (sa
             no_general: bool = typer.Option(False, "--no-general", help="Skip the general benchmarks."),
             batch_size: int = typer.Option(8, "--batch-size", help="Forward-pass batch size of the general eval."),
             device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+            dtype: str = typer.Option("auto", "--dtype", help="Model dtype of the general eval: auto (fp32 on CPU), "
+                                      "bfloat16, float16, float32."),
+            max_gen_toks: Optional[int] = typer.Option(None, "--max-gen-toks", help="Token cap of generative "
+                                                       "benchmarks (gsm8k, ifeval); default: lm-eval's."),
             audit_judge: str = typer.Option("auto", "--audit-judge",
                                             help="Second judge for the audit (a registered judge; 'none' to skip)."),
             audit_size: int = typer.Option(50, "--audit-size", help="Rows re-judged by the audit."),
             no_nll: bool = typer.Option(False, "--no-nll", help="Skip the target-NLL statistic and histogram."),
+            no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Do not read the runs' forgetting meter."),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                                      help="General-eval cache (default: <output>/cache).")):
-    """Compare base and fine-tuned models: in-domain gains vs general-benchmark drops, with CIs."""
-    from .compare import CompareOptions, compare as compare_fn
+    """Compare base and fine-tuned models: in-domain gains vs forgetting, with CIs (seeds pooled)."""
     try:
-        general = None
-        if not no_general:
-            from .general_eval import GeneralEvalConfig
-            kw = {"tasks": benchmarks} if benchmarks else {}
-            general = GeneralEvalConfig(data_dir=data_dir or os.environ.get("S3FT_DATA_DIR") or None, limit=limit,
-                                        seed=seed, batch_size=batch_size, device=device, **kw)
-        if audit_judge not in ("auto", "none"):
-            from .judges import get_judge
-            get_judge(audit_judge)  # unknown name: fail before any work
-        opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
-                              audit_judge=None if audit_judge == "none" else audit_judge,
-                              cache_dir=str(cache_dir) if cache_dir else None)
-        out = output or Path(run_dirs[0]) / "compare"
-        compare_fn(run_dirs, general, out, opts)
+        out = _compare(run_dirs, benchmarks, limit, seed, data_dir, output, no_general, batch_size, device, dtype,
+                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir)
     except S3FTError as e:
         _fail(e)
     except KeyboardInterrupt:
         typer.secho("interrupted: finished evaluations are cached; run the same command again to resume", err=True)
         raise typer.Exit(130)
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.md'} and {out / 'compare.json'}")
+
+
+@app.command()
+def sweep(config: Path = typer.Argument(..., help="YAML config."),
+          seeds: str = typer.Option("0,1,2", "--seeds", help="Training seeds (train.seed), comma-separated."),
+          set_: Optional[List[str]] = SetOpt, data_dir: Optional[str] = DataDirOpt,
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Root folder: one seed<N>/ per seed."),
+          force: bool = ForceOpt,
+          benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Then compare on these general "
+                                                   "benchmarks too (default: the forgetting meter and in-domain only)."),
+          limit: Optional[str] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark.")):
+    """Run the pipeline per training seed (seed-independent stages computed once), then compare them pooled."""
+    from .sweep import parse_seeds, run_sweep
+    try:
+        cfg_overrides = list(set_ or []) + ([f"data.data_dir={data_dir}"] if data_dir else []) + \
+            ([f"output_dir={output}"] if output else [])
+        dirs = run_sweep(config, cfg_overrides, parse_seeds(seeds), force)
+        out = _compare(dirs, benchmarks, limit, 0, data_dir, dirs[0].parent / "compare", benchmarks is None, 8, "auto",
+                       "auto", None, "auto", 50, False, False, None)
+    except S3FTError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished rows are saved; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"wrote {out / 'report.html'} ({len(dirs)} seeds pooled)")
 
 
 @app.command()

@@ -163,6 +163,64 @@ class EvalConfig:
 
 
 @dataclass
+class ForgettingConfig:
+    """The forgetting meter: stage `forgetting`, after the in-domain evaluation.
+
+    Every fine-tuned model is compared with the base model on probes that need no task labels
+    (see `s3ft.compare.drift`), optionally on labelled multiple-choice benchmarks through
+    lm-eval (accuracy and per-item likelihood deltas), and beside controls that show what the
+    meter reads when nothing changed and when something clearly did.
+    """
+
+    enabled: bool = True
+    """Run the stage. `s3ft forgetting CONFIG` runs it (and resumes what it needs) on its own."""
+    # --- label-free drift
+    text_file: str | None = None
+    """General text, JSONL `{"id", "text"}`; unset: the 128 passages shipped in `s3ft/data/general_text.jsonl`."""
+    text_limit: int | None = None
+    """Use the first N passages; unset: all."""
+    text_max_tokens: int = 256
+    """Passages are cut to this many tokens."""
+    prompts_file: str | None = None
+    """General instructions, JSONL with a `prompt` (and `key`) field as google/IFEval's rows; unset: the 64
+    IFEval prompts shipped in `s3ft/data/ifeval_prompts.jsonl`. The base model answers them once (greedy)."""
+    prompts_limit: int | None = None
+    """Use the first N prompts; unset: all."""
+    max_new_tokens: int = 192
+    """Length cap of the base model's responses to those prompts."""
+    batch_size: int = 4
+    """Sequences per forward pass when scoring (each holds two vocabulary-wide log-prob tensors)."""
+    # --- labelled probe
+    benchmarks: list = field(default_factory=list)
+    """lm-eval benchmarks to run on every model (`arc_easy`, `mmlu`, ...; see `s3ft compare --help`)."""
+    benchmark_limit: int | None = 200
+    """Items per benchmark (seeded sample); unset: all."""
+    benchmark_data_dir: str | None = None
+    """Hub-schema JSONL folder of the benchmarks; `builtin`: the 300-item ARC-Easy sample shipped with s3ft;
+    unset: `data.data_dir`, else the hub."""
+    # --- controls
+    controls: list = field(default_factory=list)
+    """`untrained`: an untrained LoRA adapter (it must read ~0); `planted`: SFT at `planted_lr_scale` x
+    `train.learning_rate` on the same rows (it must read clearly above 0). Each trains no in-domain model."""
+    planted_lr_scale: float = 10.0
+    """Learning-rate multiplier of the planted control."""
+
+    def check(self, section: str = "forgetting") -> None:
+        for key in ("text_limit", "prompts_limit", "benchmark_limit"):
+            n = getattr(self, key)
+            if n is not None and n < 1:
+                raise S3FTError(f"{section}.{key}: must be >= 1 or unset, got {n}")
+        for key in ("text_max_tokens", "max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise S3FTError(f"{section}.{key}: must be >= 1, got {getattr(self, key)}")
+        bad = [c for c in self.controls if c not in ("untrained", "planted")]
+        if bad:
+            raise S3FTError(f"{section}.controls: unknown control {bad[0]!r} (known: untrained, planted)")
+        if self.planted_lr_scale <= 0:
+            raise S3FTError(f"{section}.planted_lr_scale: must be > 0, got {self.planted_lr_scale}")
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
@@ -174,6 +232,7 @@ class RunConfig:
     paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -279,9 +338,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except S3FTError as e:
         src = "--set" if over and _mentions(over, str(e)) else where
         raise S3FTError(f"{src}: {e}") from None
-    for section, ep in (("generation.endpoint", cfg.generation.endpoint), ("judge.endpoint", cfg.judge.endpoint)):
+    for section, part in (("generation.endpoint", cfg.generation.endpoint), ("judge.endpoint", cfg.judge.endpoint),
+                          ("forgetting", cfg.forgetting)):
         try:
-            ep.check(section)
+            part.check(section)
         except S3FTError as e:
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):

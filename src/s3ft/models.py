@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -177,3 +179,93 @@ def load_model(path: str, cfg: ModelConfig, adapter: str | None = None, merge: b
         if merge:
             model = model.merge_and_unload()
     return model.to(device).eval()
+
+
+class AdapterMismatchError(S3FTError):
+    """A PEFT adapter does not fit the model it is applied to. The message names both paths."""
+
+
+def _same_model_ref(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a.rstrip("/") == b.rstrip("/") or Path(a.rstrip("/")).name == Path(b.rstrip("/")).name
+
+
+def check_adapter(model: str, adapter: str) -> list[str]:
+    """Check that a PEFT adapter fits `model` before anything heavy is loaded.
+
+    Raises AdapterMismatchError (naming both paths) when a module the adapter targets is absent
+    from the model or a LoRA matrix has the wrong shape. Returns warnings, e.g. when the
+    adapter's recorded base model differs from `model` though it fits structurally.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    adir = Path(adapter).expanduser()
+    acfg_path = adir / "adapter_config.json"
+    if not acfg_path.is_file():
+        raise AdapterMismatchError(f"adapter {adapter}: no adapter_config.json (not a PEFT adapter directory)")
+    try:
+        acfg = json.loads(acfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AdapterMismatchError(f"{acfg_path}: invalid JSON ({e.msg})") from None
+    warn = []
+    base = acfg.get("base_model_name_or_path")
+    if base and not _same_model_ref(base, model):
+        warn.append(f"adapter {adapter} was made for base model {base!r} but is applied to {model!r}")
+
+    def fail(detail: str):
+        raise AdapterMismatchError(
+            f"adapter {adapter} does not fit model {model}: {detail}"
+            + (f" (the adapter was made for {base!r})" if base else ""))
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+        with torch.device("meta"):
+            meta = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # noqa: BLE001 - cannot build the skeleton: leave the check to peft
+        warn.append(f"could not pre-check adapter {adapter} against {model}: {e}")
+        return warn
+    modules = dict(meta.named_modules())
+
+    # target_modules, matched the way peft does (suffix match for a list, full regex for a string)
+    targets = acfg.get("target_modules")
+    names = list(modules)
+    if isinstance(targets, str):
+        if not any(re.fullmatch(targets, n) for n in names):
+            fail(f"no module of the model matches target_modules regex {targets!r}")
+    elif isinstance(targets, list) and targets:
+        absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if absent:
+            fail(f"target modules {absent} not found in the model")
+
+    wfile = adir / "adapter_model.safetensors"
+    if not wfile.is_file():
+        return warn
+    from safetensors import safe_open
+    problems = []
+    with safe_open(str(wfile), framework="pt") as f:
+        for key in f.keys():
+            m = re.match(r"^(?:base_model\.model\.)?(.+?)\.(lora_A|lora_B)(?:\.[^.]+)?\.weight$", key)
+            if not m:
+                continue
+            mod_name, kind = m.groups()
+            mod = modules.get(mod_name)
+            if mod is None:
+                msg = f"{mod_name} (in the adapter) is not a module of the model"
+                if msg not in problems:
+                    problems.append(msg)
+                continue
+            if isinstance(mod, torch.nn.Linear):
+                shape = tuple(f.get_slice(key).get_shape())
+                want = mod.in_features if kind == "lora_A" else mod.out_features
+                got = shape[1] if kind == "lora_A" else shape[0]
+                if got != want:
+                    problems.append(f"{mod_name}.{kind} has shape {list(shape)} but the layer is "
+                                    f"{mod.in_features}->{mod.out_features}")
+            if len(problems) >= 3:
+                break
+    if problems:
+        fail("; ".join(problems))
+    return warn

@@ -9,6 +9,7 @@ refuses artifacts made with other settings (see `artifacts.StageArtifact`).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import time
@@ -18,7 +19,8 @@ from pathlib import Path
 from . import distributed as dist
 from .artifacts import StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
 from .backends import GenRequest, get_backend
-from .config import RunConfig, to_dict
+from .compare import drift, meter
+from .config import RunConfig, TrainConfig, to_dict
 from .errors import S3FTError
 from .judges import get_judge, judge_generations
 from .models import materialize
@@ -27,7 +29,7 @@ from .stats import wilson_ci
 from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
 from .tasks import Example, get_task
 
-STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "report"]
+STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
 
 class Run:
@@ -111,10 +113,12 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
 
 
 def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_key: dict,
-             max_new_tokens: int) -> tuple[list[dict], str]:
-    """Generate for every request not yet on disk; returns rows in request order + fingerprint."""
+             max_new_tokens: int, task_stops: bool = True) -> tuple[list[dict], str]:
+    """Generate for every request not yet on disk; returns rows in request order + fingerprint.
+    `task_stops=False` lets answers run to end of turn (the task's stop rules do not apply)."""
+    stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if task_stops else ([], None)
     inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
-              "stop": list(run.task.stop), "stop_regex": run.task.answer_complete,
+              "stop": stop, "stop_regex": stop_regex,
               "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
     # `out` is `art` itself in one process, else this rank's shard of it (see distributed.py)
     art, out = dist.open_stage(run.dir / name, inputs, run.force)
@@ -125,7 +129,7 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
         backend = backend_fn()
         done = len(requests) - len(pending)
         with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
-            for batch in backend.generate(todo, max_new_tokens, run.task.stop, run.task.answer_complete):
+            for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
                 out.append([g.to_dict() for g in batch])
                 tokens += sum(g.completion_tokens for g in batch)
                 advance(len(batch))
@@ -245,10 +249,11 @@ def _reason_kind(reason: str) -> str:
     return ":".join(head[:2]).strip() if head[0].endswith("rejected") else head[0]
 
 
-def stage_train(run: Run, method: str, rows: list[dict], select_fp: str) -> str:
+def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
     from .train import train as train_fn
+    train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
-    inputs = {"model": run.model_id, "train": to_dict(run.cfg.train), "targets": select_fp}
+    inputs = {"model": run.model_id, "train": to_dict(train_cfg), "targets": select_fp}
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
@@ -272,7 +277,7 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str) -> str:
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
-    stats = train_fn(run.model_path, run.cfg.model, run.cfg.train, rows, out)  # every rank: DDP/FSDP/ZeRO
+    stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     if dist.is_main():
         run._cost(f"train:{method}", time.time() - t0, stats.get("tokens", 0), len(rows))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
@@ -317,6 +322,63 @@ def _adapter_backend(run: Run, adapter: str):
     return fn
 
 
+def stage_controls(run: Run, train: list[Example]) -> dict[str, str]:
+    """The forgetting meter's controls: {label: adapter}. `untrained` is an untrained LoRA adapter (its
+    B matrices are zero, so it computes the base model through the PEFT path); `planted` is SFT on
+    the same rows at `planted_lr_scale` x the learning rate."""
+    fc, out = run.cfg.forgetting, {}
+    if "untrained" in fc.controls:
+        out[meter.CONTROLS["untrained"]] = dist.on_main(lambda: _untrained_adapter(run))
+    if "planted" in fc.controls:
+        rows = [{"id": e.id, "messages": run.task.messages(e), "target": e.gold, "source": "gold",
+                 "reason": "control"} for e in train]
+        lr = run.cfg.train.learning_rate * fc.planted_lr_scale
+        out[meter.CONTROLS["planted"]] = stage_train(run, meter.CONTROLS["planted"], rows,
+                                                     fingerprint(["control-planted", rows]),
+                                                     dataclasses.replace(run.cfg.train, learning_rate=lr))
+    return out
+
+
+def _untrained_adapter(run: Run) -> str:
+    out = run.dir / "adapters" / meter.CONTROLS["untrained"]
+    tc = run.cfg.train
+    inputs = {"model": run.model_id, "control": "untrained", "lora": [tc.lora_r, tc.lora_alpha, tc.target_modules]}
+    meta = out / "train_meta.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint(inputs):
+        return str(out / "model")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(run.model_path, trust_remote_code=run.cfg.model.trust_remote_code)
+    peft = get_peft_model(model, LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, target_modules=tc.target_modules,
+                                            task_type="CAUSAL_LM"))
+    peft.save_pretrained(str(out / "model"))
+    write_json(meta, {"fingerprint": fingerprint(inputs), "inputs": inputs, "done": True})
+    return str(out / "model")
+
+
+def stage_forgetting(run: Run, adapters: dict[str, str]) -> dict:
+    """The forgetting meter on base, every method and the controls (see `s3ft.compare.meter`)."""
+    fc = run.cfg.forgetting
+    prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
+    requests = [GenRequest(f"ifeval/{r['id']}", meter.probe_messages(r["prompt"])) for r in prompts]
+    gens, _ = generate(run, f"{meter.FOLDER}/probe_responses.jsonl", requests, run.backend, base_model_key(run),
+                       fc.max_new_tokens, task_stops=False)
+    run.release_backend()
+    labels: dict[str, str | None] = {"base": None, **adapters}
+
+    def measure() -> dict:
+        t0 = time.time()
+        responses = [{"id": r["id"], "prompt": r["prompt"], "text": g["text"]} for r, g in zip(prompts, gens)]
+        meter.measure_drift(run.dir, run.model_path, run.cfg.model, run.model_id, fc, labels, responses, run.force)
+        gcfg = meter.probe_benchmark_config(fc, run.cfg.data.data_dir, run.cfg.model)
+        results = meter.run_probe_benchmarks(run.dir, run.model_path, gcfg, labels,
+                                             lambda m: console.print(f"[dim]{m}[/]")) if gcfg else None
+        pairs = meter.run_pairs(run.dir, list(labels), results, list(fc.benchmarks))
+        run._cost("forgetting", time.time() - t0, 0, len(labels))
+        return meter.write_summary(run.dir, pairs, meter.probe_accuracy(results) if results else {}, fc)
+    return dist.on_main(measure)
+
+
 # --- the whole run ------------------------------------------------------------
 def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> dict:
     """Run every stage up to and including `until`; returns the summary (or {} if stopped early)."""
@@ -352,6 +414,9 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
     if stop_after < STAGES.index("train"):
         return {}
     adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in selected.items()}
+    # `s3ft forgetting` measures it even where the config turns the stage off
+    measure_forgetting = stop_after >= STAGES.index("forgetting") and (cfg.forgetting.enabled or until == "forgetting")
+    controls = stage_controls(run, train) if measure_forgetting else {}
     if stop_after < STAGES.index("evaluate"):
         return {}
     results = {}
@@ -359,13 +424,15 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
         results["base"] = stage_evaluate(run, "base", test, None)
     for m, path in adapters.items():
         results[m] = stage_evaluate(run, m, test, path)
+    forgetting = stage_forgetting(run, {**adapters, **controls}) if measure_forgetting else None
     run.release_backend()
     if dist.world_size() > 1:
         run.cost = _merge_costs(dist.gather(run.cost))
         if not dist.is_main():
             return {}
     from .report import write_summary
-    return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start)
+    return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
+                         forgetting)
 
 
 def _merge_costs(costs: list[dict]) -> dict:

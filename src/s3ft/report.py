@@ -9,7 +9,7 @@ from .config import to_dict
 from .progress import console
 
 
-def write_summary(run, results: dict, select_stats: dict, wall_s: float) -> dict:
+def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None) -> dict:
     base = results.get("base", {}).get("accuracy")
     summary = {
         "task": run.cfg.data.task,
@@ -21,6 +21,7 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float) -> dict
         "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
         "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
+        "forgetting": forgetting,
         "cost": {"total_wall_s": round(wall_s, 1), "stages": run.cost},
         "config": to_dict(run.cfg),
     }
@@ -62,6 +63,16 @@ def render_markdown(s: dict, base: float | None) -> str:
         for m, vals in s["task_metrics"].items():
             cells = [_cell(vals.get(c)) for c in cols]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if s.get("forgetting"):
+        head, rows = forgetting_table(s)
+        lines += ["", "## Forgetting (vs base, 95% CIs over probe items)", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += ["", "Drift (nats/token): text NLL Δ on general text and response KL(base‖model) on the base "
+                  "model's own answers to general instructions; > 0 = moved away from base. Probe: accuracy Δ "
+                  "(points) and Δ log p(correct) (nats) on a labelled multiple-choice sample; < 0 = forgetting. "
+                  "`base` is the base model against itself (exactly 0); controls: `control-untrained` is an untrained "
+                  "adapter (must read ~0), `control-planted` SFT at a much higher learning rate (must read > 0)."]
     lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |", "|---|---:|---:|---:|"]
     for m, mix in s["target_mix_by_method"].items():
         lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
@@ -78,6 +89,33 @@ def render_markdown(s: dict, base: float | None) -> str:
     return "\n".join(lines)
 
 
+FORGETTING_COLUMNS = [("drift/text_nll_delta", "text NLL Δ", 1, 3), ("drift/response_kl", "response KL", 1, 3)]
+PROBE_COLUMNS = [("accuracy", "acc Δ pts", 100, 1), ("logp_correct", "Δ log p(correct)", 1, 3)]
+
+
+def _est(e: dict | None, scale: float, digits: int) -> str:
+    if not e:
+        return "–"
+    lo, hi = e["ci95"]
+    return f"{scale * e['value']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
+def forgetting_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per model: in-domain accuracy beside every forgetting measure."""
+    f = s["forgetting"]
+    benches = sorted({k.split("/")[1] for m in f["models"].values() for k in m if k.startswith("probe/")})
+    head = ["model", "in-domain acc %"] + [name for _, name, _, _ in FORGETTING_COLUMNS]
+    head += [f"{b} {name}" for b in benches for _, name, _, _ in PROBE_COLUMNS]
+    rows = []
+    for label, est in f["models"].items():
+        acc = s["in_domain"].get(label)
+        row = [label, "–" if acc is None else f"{100 * acc:.1f}"]
+        row += [_est(est.get(key), scale, d) for key, _, scale, d in FORGETTING_COLUMNS]
+        row += [_est(est.get(f"probe/{b}/{key}"), scale, d) for b in benches for key, _, scale, d in PROBE_COLUMNS]
+        rows.append(row)
+    return head, rows
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
@@ -92,5 +130,13 @@ def print_table(s: dict) -> None:
         lo, hi = s["in_domain_ci95"][m]
         t.add_row(m, f"{100 * acc:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]", str(s["in_domain_n"][m]))
     console.print(t)
+    if s.get("forgetting"):
+        head, rows = forgetting_table(s)
+        t = Table(title="forgetting vs base (95% CI)")
+        for col in head:
+            t.add_column(col)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
     mix = s["target_mix"]
     console.print(f"S3FT target mix: self {mix['self']}, paraphrase {mix['paraphrase']}, gold {mix['gold']}")

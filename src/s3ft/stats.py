@@ -66,3 +66,47 @@ def mean_sd(xs) -> dict:
     mean = sum(vals) / len(vals)
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
     return {"mean": mean, "sd": sd, "n": len(vals)}
+
+
+def ratio(num, den) -> float:
+    """sum(num) / sum(den): a token-weighted mean when den holds token counts, a plain mean when 1s."""
+    import numpy as np
+    return float(np.sum(num) / np.sum(den))
+
+
+def hierarchical_bootstrap(groups, iters: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Pooled ratio estimate over groups (seeds) with a 95% two-level bootstrap CI.
+
+    `groups` is a list of (num, den) per seed: per-item numerators (e.g. tuned - base, summed over
+    an item's tokens) and denominators (token counts, or 1 per item). The point estimate is the
+    mean over seeds of each seed's sum(num) / sum(den). Each resample draws seeds with
+    replacement, then items with replacement within every drawn seed, so the interval carries
+    both the training-seed and the item-sampling variance. With one group it is the ordinary
+    (ratio) bootstrap over items.
+    """
+    import numpy as np
+    arrays = []
+    for num, den in groups:
+        num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+        if num.shape != den.shape or num.ndim != 1 or num.size == 0:
+            raise ValueError(f"each group needs equal, non-empty 1-d num/den, got {num.shape} and {den.shape}")
+        arrays.append((num, den))
+    if not arrays:
+        raise ValueError("hierarchical bootstrap needs at least one group")
+    point = float(np.mean([n.sum() / d.sum() for n, d in arrays]))
+    rng = np.random.default_rng(seed)
+    per_group = np.empty((len(arrays), iters))
+    for g, (num, den) in enumerate(arrays):  # every group's item-level resamples, drawn once
+        for start in range(0, iters, 250):
+            m = min(250, iters - start)
+            idx = rng.integers(0, num.size, size=(m, num.size))
+            per_group[g, start:start + m] = num[idx].sum(1) / den[idx].sum(1)
+    if len(arrays) == 1:
+        stats = per_group[0]
+    else:
+        picks = rng.integers(0, len(arrays), size=(iters, len(arrays)))
+        # a seed drawn twice in one resample takes two different (iid) item resamples
+        cols = (np.arange(iters)[:, None] + 7919 * np.arange(len(arrays))[None, :]) % iters
+        stats = per_group[picks, cols].mean(1)
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return point, float(lo), float(hi)

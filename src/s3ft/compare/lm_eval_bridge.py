@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import fingerprint, write_json
-from .errors import S3FTError
+from ..artifacts import fingerprint, write_json
+from ..errors import S3FTError
+from ..models import AdapterMismatchError, check_adapter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: items keep the per-choice log-likelihoods and the right choices
 
 # What lm-eval calls its default few-shot / global seeds; passed explicitly so they are recorded.
 LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
@@ -58,8 +59,8 @@ class MissingBenchmarkData(S3FTError):
     """A benchmark's local data file is not in the data directory. The message names the file."""
 
 
-class AdapterMismatchError(S3FTError):
-    """A PEFT adapter does not fit the model it is applied to. The message names both paths."""
+def _labels_true(field: str) -> Callable[[dict], list[int]]:
+    return lambda doc: [i for i, label in enumerate(doc[field]["labels"]) if label == 1]
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,37 @@ class _TaskSpec:
     files: dict[str, str]  # hub split name -> file under data_dir
     required: tuple[str, ...]  # splits that must exist locally; the others are optional
     leaves: str | None = None  # glob for multi-subtask benchmarks (mmlu)
+    gold: Callable[[dict], list[int]] | None = None  # multiple choice: indices of the right choices in a doc
+    report_metrics: tuple[str, ...] = ()  # further per-item metrics reported with CIs (ifeval)
 
 
 TASKS: dict[str, _TaskSpec] = {
     "mmlu": _TaskSpec("mmlu/default", "acc", "none",
-                      {"test": "mmlu/test.jsonl", "dev": "mmlu/dev.jsonl"}, ("test",), leaves="mmlu_*"),
+                      {"test": "mmlu/test.jsonl", "dev": "mmlu/dev.jsonl"}, ("test",), leaves="mmlu_*",
+                      gold=lambda d: [int(d["answer"])]),
     "truthfulqa_mc1": _TaskSpec("truthfulqa", "acc", "none",
-                                {"validation": "truthfulqa/multiple_choice.jsonl"}, ("validation",)),
+                                {"validation": "truthfulqa/multiple_choice.jsonl"}, ("validation",),
+                                gold=_labels_true("mc1_targets")),
     "truthfulqa_mc2": _TaskSpec("truthfulqa", "acc", "none",
-                                {"validation": "truthfulqa/multiple_choice.jsonl"}, ("validation",)),
+                                {"validation": "truthfulqa/multiple_choice.jsonl"}, ("validation",),
+                                gold=_labels_true("mc2_targets")),
     "hellaswag": _TaskSpec("hellaswag", "acc_norm", "none",
                            {"train": "hellaswag/train.jsonl", "validation": "hellaswag/validation.jsonl"},
-                           ("validation",)),
+                           ("validation",), gold=lambda d: [int(d["label"])]),
     "winogrande": _TaskSpec("winogrande", "acc", "none",
                             {"train": "winogrande/train.jsonl", "validation": "winogrande/validation.jsonl"},
-                            ("validation",)),
+                            ("validation",), gold=lambda d: [int(d["answer"]) - 1]),
     "arc_challenge": _TaskSpec("arc", "acc_norm", "none",
                                {s: f"ai2_arc/ARC-Challenge/{s}.jsonl" for s in ("train", "validation", "test")},
-                               ("test",)),
+                               ("test",), gold=lambda d: [d["choices"]["label"].index(d["answerKey"])]),
     "arc_easy": _TaskSpec("arc", "acc_norm", "none",
                           {s: f"ai2_arc/ARC-Easy/{s}.jsonl" for s in ("train", "validation", "test")},
-                          ("test",)),
+                          ("test",), gold=lambda d: [d["choices"]["label"].index(d["answerKey"])]),
     "gsm8k": _TaskSpec("gsm8k", "exact_match", "strict-match",
                        {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}, ("test",)),
+    "ifeval": _TaskSpec("ifeval", "prompt_level_strict_acc", "none", {"train": "ifeval/train.jsonl"}, ("train",),
+                        report_metrics=("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
+                                        "prompt_level_loose_acc,none", "inst_level_loose_acc,none")),
 }
 
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
@@ -108,7 +117,8 @@ class GeneralEvalConfig:
         data_dir: Folder of local JSONL copies in hub schema (e.g. `mmlu/test.jsonl`). `None` loads
             the datasets from the Hugging Face Hub as lm-eval does.
         limit: Examples per task, drawn by a seeded random sample (for MMLU: over all subjects
-            together). `None` evaluates every example.
+            together). `None` evaluates every example. A dict sets it per benchmark
+            (`{"default": 200, "truthfulqa_mc2": 50}`; a benchmark not named takes `default`).
         seed: Seed of that sample. The same seed picks the same items for every model.
         num_fewshot: Few-shot examples per prompt. `None` keeps each task's lm-eval default (0 for
             most, 5 for gsm8k); TruthfulQA is always 0-shot (lm-eval's config pins it).
@@ -119,13 +129,15 @@ class GeneralEvalConfig:
         dtype: Model dtype (`auto`, `float32`, `bfloat16`, `float16`). `auto` is the checkpoint's
             dtype on GPU and float32 on CPU.
         device: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+        max_gen_toks: Cap on generated tokens for generative benchmarks (gsm8k, ifeval); `None`
+            keeps lm-eval's (1280 for ifeval).
     """
 
     tasks: list[str] = field(
         default_factory=lambda: ["mmlu", "truthfulqa_mc2", "hellaswag", "winogrande", "arc_challenge", "arc_easy"],
         metadata={"help": "Benchmarks to run."})
     data_dir: str | None = field(default=None, metadata={"help": "Local benchmark JSONL folder; None = hub."})
-    limit: int | None = field(default=None, metadata={"help": "Examples per task (seeded random sample)."})
+    limit: int | dict[str, int] | None = field(default=None, metadata={"help": "Examples per task (seeded random sample)."})
     seed: int = field(default=0, metadata={"help": "Seed of the per-task sample."})
     num_fewshot: int | None = field(default=None, metadata={"help": "Few-shot count; None = task default."})
     apply_chat_template: bool = field(default=False, metadata={"help": "Use the chat template."})
@@ -133,6 +145,7 @@ class GeneralEvalConfig:
     batch_size: int = field(default=8, metadata={"help": "Forward-pass batch size."})
     dtype: str = field(default="auto", metadata={"help": "Model dtype."})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto."})
+    max_gen_toks: int | None = field(default=None, metadata={"help": "Generated-token cap of generative tasks."})
 
     def __post_init__(self):
         if isinstance(self.tasks, str):
@@ -143,10 +156,23 @@ class GeneralEvalConfig:
             raise S3FTError(f"unknown general benchmark(s) {', '.join(unknown)}; supported: {', '.join(TASKS)}")
         if not self.tasks:
             raise S3FTError("no general benchmarks selected")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+        limits = self.limit.values() if isinstance(self.limit, dict) else [self.limit]
+        if any(n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1) for n in limits):
             raise S3FTError(f"limit must be a positive integer or None, got {self.limit!r}")
+        if isinstance(self.limit, dict):
+            unknown = [t for t in self.limit if t != "default" and t not in self.tasks]
+            if unknown:
+                raise S3FTError(f"limit names {', '.join(unknown)}, not among the benchmarks run "
+                                f"({', '.join(self.tasks)})")
+        if self.max_gen_toks is not None and self.max_gen_toks < 1:
+            raise S3FTError(f"max_gen_toks must be >= 1, got {self.max_gen_toks}")
         if self.num_fewshot is not None and self.num_fewshot < 0:
             raise S3FTError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
+
+    def limit_for(self, task: str) -> int | None:
+        if isinstance(self.limit, dict):
+            return self.limit.get(task, self.limit.get("default"))
+        return self.limit
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -173,6 +199,7 @@ class GeneralEvalConfig:
             "batch_size": self.batch_size,
             "dtype": self.resolved_dtype(),
             "device": self.resolved_device(),
+            "max_gen_toks": self.max_gen_toks,
             "lm_eval_version": getattr(lm_eval, "__version__", None) or _pkg_version("lm_eval"),
             "lm_eval_seeds": dict(LM_EVAL_SEEDS),
         }
@@ -372,7 +399,7 @@ def _offline_configs(task: str, data_dir: Path, cache_dir: Path,
             split = original.get(key)
             if split is not None and split not in files:
                 cfg[key] = None
-        _write_if_changed(out / f"{leaf}.yaml", "# generated by s3ft.general_eval: lm-eval's config, local data\n"
+        _write_if_changed(out / f"{leaf}.yaml", "# generated by s3ft.compare.lm_eval_bridge: lm-eval's config, local data\n"
                           + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     for stale in out.glob("*.yaml"):
         if stale.stem not in leaf_files:
@@ -391,8 +418,30 @@ def _task_manager(include_path: Path | list[Path]):
                        include_defaults=False)
 
 
+def _offline_punkt(data_dir: Path) -> None:
+    """lm-eval's ifeval downloads nltk's punkt_tab at import when nltk cannot find it; offline it must
+    come from `<data dir>/nltk_data` (or NLTK_DATA), never the network."""
+    try:
+        import immutabledict  # noqa: F401
+        import langdetect  # noqa: F401
+        import nltk
+    except ImportError as e:
+        raise S3FTError(f"ifeval needs the packages langdetect, immutabledict and nltk ({e}); "
+                        "pip install 's3ft[eval]'") from None
+    local = data_dir / "nltk_data"
+    if local.is_dir() and str(local) not in nltk.data.path:
+        nltk.data.path.insert(0, str(local))
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError:
+        raise MissingBenchmarkData(f"ifeval: nltk's English punkt_tab tokenizer data not found: {local}/tokenizers/"
+                                   "punkt_tab (nor in NLTK_DATA); ifeval splits responses into sentences with it") from None
+
+
 def _prepare_task(task: str, cfg: GeneralEvalConfig, cache_dir: Path):
     """(TaskManager, leaf names, data identity, notes) for `task`, online or offline."""
+    if task == "ifeval" and cfg.data_dir:
+        _offline_punkt(Path(cfg.data_dir).expanduser())
     if cfg.data_dir:
         folder, leaves, data_id, notes = _offline_configs(task, Path(cfg.data_dir).expanduser(), cache_dir,
                                                           cfg.num_fewshot)
@@ -402,95 +451,6 @@ def _prepare_task(task: str, cfg: GeneralEvalConfig, cache_dir: Path):
     hub = sorted({f"{c.get('dataset_path')}/{c.get('dataset_name')}"
                   for c in (_full_yaml(e.yaml_path) for e in entries.values())})
     return _task_manager(folders), sorted(entries), {"hub": hub if len(hub) < 4 else fingerprint(hub)}, []
-
-
-# ----------------------------------------------------------------------------- adapter checks
-
-
-def _same_model_ref(a: str, b: str) -> bool:
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    if pa.exists() and pb.exists():
-        return pa.resolve() == pb.resolve()
-    return a.rstrip("/") == b.rstrip("/") or Path(a.rstrip("/")).name == Path(b.rstrip("/")).name
-
-
-def check_adapter(model: str, adapter: str) -> list[str]:
-    """Check that a PEFT adapter fits `model` before anything heavy is loaded.
-
-    Raises AdapterMismatchError (naming both paths) when a module the adapter targets is absent
-    from the model or a LoRA matrix has the wrong shape. Returns warnings, e.g. when the
-    adapter's recorded base model differs from `model` though it fits structurally.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    adir = Path(adapter).expanduser()
-    acfg_path = adir / "adapter_config.json"
-    if not acfg_path.is_file():
-        raise AdapterMismatchError(f"adapter {adapter}: no adapter_config.json (not a PEFT adapter directory)")
-    try:
-        acfg = json.loads(acfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AdapterMismatchError(f"{acfg_path}: invalid JSON ({e.msg})") from None
-    warn = []
-    base = acfg.get("base_model_name_or_path")
-    if base and not _same_model_ref(base, model):
-        warn.append(f"adapter {adapter} was made for base model {base!r} but is applied to {model!r}")
-
-    def fail(detail: str):
-        raise AdapterMismatchError(
-            f"adapter {adapter} does not fit model {model}: {detail}"
-            + (f" (the adapter was made for {base!r})" if base else ""))
-
-    try:
-        config = AutoConfig.from_pretrained(model)
-        with torch.device("meta"):
-            meta = AutoModelForCausalLM.from_config(config)
-    except Exception as e:  # noqa: BLE001 - cannot build the skeleton: leave the check to peft
-        warn.append(f"could not pre-check adapter {adapter} against {model}: {e}")
-        return warn
-    modules = dict(meta.named_modules())
-
-    # target_modules, matched the way peft does (suffix match for a list, full regex for a string)
-    targets = acfg.get("target_modules")
-    names = list(modules)
-    if isinstance(targets, str):
-        if not any(re.fullmatch(targets, n) for n in names):
-            fail(f"no module of the model matches target_modules regex {targets!r}")
-    elif isinstance(targets, list) and targets:
-        absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-        if absent:
-            fail(f"target modules {absent} not found in the model")
-
-    wfile = adir / "adapter_model.safetensors"
-    if not wfile.is_file():
-        return warn
-    from safetensors import safe_open
-    problems = []
-    with safe_open(str(wfile), framework="pt") as f:
-        for key in f.keys():
-            m = re.match(r"^(?:base_model\.model\.)?(.+?)\.(lora_A|lora_B)(?:\.[^.]+)?\.weight$", key)
-            if not m:
-                continue
-            mod_name, kind = m.groups()
-            mod = modules.get(mod_name)
-            if mod is None:
-                msg = f"{mod_name} (in the adapter) is not a module of the model"
-                if msg not in problems:
-                    problems.append(msg)
-                continue
-            if isinstance(mod, torch.nn.Linear):
-                shape = tuple(f.get_slice(key).get_shape())
-                want = mod.in_features if kind == "lora_A" else mod.out_features
-                got = shape[1] if kind == "lora_A" else shape[0]
-                if got != want:
-                    problems.append(f"{mod_name}.{kind} has shape {list(shape)} but the layer is "
-                                    f"{mod.in_features}->{mod.out_features}")
-            if len(problems) >= 3:
-                break
-    if problems:
-        fail("; ".join(problems))
-    return warn
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -522,6 +482,11 @@ def _mean_stderr(xs: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var / len(xs))
 
 
+def _flat(values: list) -> list[float]:
+    """Per-item values, lists (one per instruction) flattened: lm-eval's instruction-level mean."""
+    return [x for v in values for x in (v if isinstance(v, list) else [v])]
+
+
 def _collect(task: str, leaves: list[str], res: dict) -> dict:
     """Per-item scores and aggregates from simple_evaluate's output (log_samples=True)."""
     spec = TASKS[task]
@@ -533,10 +498,14 @@ def _collect(task: str, leaves: list[str], res: dict) -> dict:
         for s in res.get("samples", {}).get(leaf, []):
             row = by_doc.setdefault(s["doc_id"], {"scores": {}})
             for metric in s.get("metrics", []):
-                if metric in s:
-                    row["scores"][f"{metric},{s['filter']}"] = float(s[metric])
+                if metric in s:  # ifeval's instruction-level metrics are one bool per instruction
+                    v = s[metric]
+                    row["scores"][f"{metric},{s['filter']}"] = [float(x) for x in v] if isinstance(v, list) else float(v)
             if s["filter"] == spec.filter:
                 row["doc_hash"] = s.get("doc_hash")
+                if spec.gold is not None:  # the choices' log-likelihoods, for the likelihood deltas
+                    row["lls"] = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in s["filtered_resps"]]
+                    row["gold"] = spec.gold(s["doc"])
         key = f"{spec.metric},{spec.filter}"
         leaf_items = []
         for doc_id in sorted(by_doc):
@@ -545,13 +514,14 @@ def _collect(task: str, leaves: list[str], res: dict) -> dict:
                 raise S3FTError(f"lm-eval returned no {key} for {leaf} doc {doc_id} (metrics: {sorted(row['scores'])})")
             leaf_items.append({"doc_id": f"{leaf.removeprefix(task + '_')}/{doc_id}" if multi else doc_id,
                                "score": row["scores"][key], "scores": row["scores"],
-                               "doc_hash": row.get("doc_hash")})
+                               "doc_hash": row.get("doc_hash"),
+                               **({"lls": row["lls"], "gold": row["gold"]} if "lls" in row else {})})
         items.extend(leaf_items)
         if multi:
             subtasks[leaf] = {"value": _mean_stderr([i["score"] for i in leaf_items])[0], "n": len(leaf_items)}
     value, stderr = _mean_stderr([i["score"] for i in items])
     metric_names = sorted({k for i in items for k in i["scores"]})
-    metrics = {k: _mean_stderr([i["scores"][k] for i in items if k in i["scores"]])[0] for k in metric_names}
+    metrics = {k: _mean_stderr(_flat([i["scores"][k] for i in items if k in i["scores"]]))[0] for k in metric_names}
     out = {
         "metric": spec.metric if spec.filter == "none" else f"{spec.metric},{spec.filter}",
         "value": value,
@@ -614,7 +584,8 @@ def evaluate_general(model: str, adapter: str | None, cfg: GeneralEvalConfig, ca
                                      "skipped": str(e)}
             continue
         key_obj = {"schema": SCHEMA_VERSION, "model": model_id, "adapter": adapter_id, "task": task,
-                   "leaves": leaves, "data": data_id, "settings": keyed_settings}
+                   "leaves": leaves, "data": data_id,
+                   "settings": {**keyed_settings, "limit": cfg.limit_for(task)}}
         key = fingerprint(key_obj)
         path = cache_dir / "general_eval" / f"{task}-{key}.json"
         if path.exists():
@@ -637,7 +608,7 @@ def evaluate_general(model: str, adapter: str | None, cfg: GeneralEvalConfig, ca
             raise S3FTError(f"{task}: could not load its dataset from the Hugging Face Hub ({e}); "
                             "pass a data directory of local copies (--data-dir / S3FT_DATA_DIR)") from e
         sizes = {name: len(t.eval_docs) for name, t in loaded.items()}
-        samples = seeded_sample(sizes, cfg.limit, cfg.seed, task)
+        samples = seeded_sample(sizes, cfg.limit_for(task), cfg.seed, task)
         run_tasks = [loaded[n] for n in sorted(loaded) if samples is None or n in samples]
         if lm is None:
             if adapter:
@@ -653,7 +624,8 @@ def evaluate_general(model: str, adapter: str | None, cfg: GeneralEvalConfig, ca
         res = lm_eval.simple_evaluate(
             model=lm, tasks=run_tasks, task_manager=tm, samples=samples, num_fewshot=cfg.num_fewshot,
             batch_size=cfg.batch_size, log_samples=True, apply_chat_template=cfg.apply_chat_template,
-            fewshot_as_multiturn=cfg._multiturn(), bootstrap_iters=0, **LM_EVAL_SEEDS)
+            fewshot_as_multiturn=cfg._multiturn(), bootstrap_iters=0,
+            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None, **LM_EVAL_SEEDS)
         task_result = _collect(task, [t.task_name for t in run_tasks], res)
         task_result["notes"] = notes
         task_result["seconds"] = round(time.time() - t0, 2)

@@ -11,8 +11,7 @@ import html
 import io
 from pathlib import Path
 
-PALETTE = {"base": "#7f7f7f", "sft": "#d62728", "sdft": "#9467bd", "ssr": "#ff7f0e", "s3ft": "#1f77b4"}
-GROUP_COLORS = {"gold": "#d62728", "paraphrase": "#2ca02c", "own answer": "#1f77b4"}
+from .plots import PLOT_TITLES, make_plots
 
 
 # ----------------------------------------------------------------------------- number formats
@@ -149,6 +148,55 @@ def audit_table(data: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+KEY_ORDER = ("in_domain/", "drift/", "probe/", "general/")
+
+
+def _is_points(key: str) -> bool:
+    return key.endswith("/accuracy") or key.endswith("_acc")
+
+
+def _fmt_estimate(e: dict | None, key: str) -> str:
+    if not e:
+        return "–"
+    scale, digits = (100, 1) if _is_points(key) else (1, 3)
+    lo, hi = e["ci95"]
+    return f"{scale * e['value']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
+def _key_label(key: str) -> str:
+    kind, _, rest = key.partition("/")
+    unit = " pts" if _is_points(key) else ""
+    return f"{rest}{unit}" if kind in ("drift", "in_domain") else f"{kind}: {rest}{unit}"
+
+
+def forgetting_table(data: dict, estimates: dict[str, dict[str, dict]]) -> tuple[list[str], list[list[str]]]:
+    """One row per model (methods, then controls): every paired measurement vs base with its 95% CI."""
+    keys = sorted({k for est in estimates.values() for k in est},
+                  key=lambda k: (next(i for i, p in enumerate(KEY_ORDER) if k.startswith(p)), k))
+    head = ["model"] + [_key_label(k) for k in keys]
+    rows = []
+    for m in data["methods"] + data["controls"]:
+        if m in estimates:
+            rows.append([m + (" (control)" if m in data["controls"] else "")]
+                        + [_fmt_estimate(estimates[m].get(k), k) for k in keys])
+    return head, rows
+
+
+def values_table(data: dict) -> tuple[list[str], list[list[str]]]:
+    """Each model's own value of the metrics reported with CIs (IFEval's four accuracies)."""
+    label = next(iter(data["per_run"]))
+    block = data["per_run"][label]
+    keys = sorted({k for r in block.values() for k in r.get("values", {})})
+    head = ["model"] + [k.removeprefix("general/") + " %" for k in keys]
+    rows = []
+    for m in data["methods"] + data["controls"]:
+        vals = block.get(m, {}).get("values")
+        if vals:
+            rows.append([m] + [f"{100 * vals[k]['value']:.1f} {ci_pts(vals[k]['ci95'], signed=False)}"
+                               if k in vals else "–" for k in keys])
+    return head, rows
+
+
 def md_table(head, rows) -> str:
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
@@ -162,172 +210,7 @@ def html_table(head, rows) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-# ----------------------------------------------------------------------------- plots
-
-
-def _err(lo, hi, centre):
-    return [[max(0.0, centre - lo)], [max(0.0, hi - centre)]]
-
-
-def make_plots(data: dict) -> dict[str, bytes]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots: dict[str, bytes] = {}
-    multi = len(data["per_run"]) > 1
-    first = next(iter(data["per_run"].values()))
-    methods = [m for m in data["methods"] if m in data["aggregate"]]
-    agg = data["aggregate"]
-
-    def save(name, fig):
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        plots[name] = buf.getvalue()
-
-    def centre_and_err(m, get_single, get_agg, scale=100.0):
-        """(value, yerr) — per-seed CI for one run, sd across runs for several."""
-        if multi:
-            d = get_agg(agg[m])
-            if not d or d.get("mean") is None:
-                return None, None
-            sd = d.get("sd") or 0.0
-            return scale * d["mean"], [[scale * sd], [scale * sd]]
-        value, ci = get_single(first[m])
-        if value is None:
-            return None, None
-        return scale * value, (_err(scale * ci[0], scale * ci[1], scale * value) if ci else None)
-
-    # 1. in-domain accuracy vs average general drop
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    has_general = bool(data["benchmarks"]) and any(r.get("general") for r in first.values())
-    for m in methods:
-        y, yerr = centre_and_err(m, lambda r: (r["in_domain"]["accuracy"], r["in_domain"]["ci95"]),
-                                 lambda a: a["in_domain_accuracy"])
-        if has_general:
-            if m == "base":
-                x, xerr = 0.0, None
-            else:
-                x, xerr = centre_and_err(m, lambda r: (r.get("general", {}).get("avg_drop_pts"),
-                                                       r.get("general", {}).get("avg_drop_ci95_pts")),
-                                         lambda a: a.get("avg_drop_pts"), scale=1.0)
-            if x is None:
-                continue
-        else:
-            x, xerr = methods.index(m), None
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", ms=8, capsize=4,
-                    color=PALETTE.get(m, "#17becf"), label=m)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, 6))
-    if has_general:
-        ax.axvline(0, color="#bbbbbb", lw=1, ls="--")
-        ax.set_xlabel("average general-benchmark drop vs base (points; right = more forgetting)")
-    else:
-        ax.set_xticks(range(len(methods)), methods)
-        ax.set_xlabel("method (general benchmarks not run)")
-    ax.set_ylabel("in-domain accuracy (%)")
-    ax.set_title("In-domain accuracy vs forgetting" + (" (mean ± sd over runs)" if multi else " (95% CIs)"))
-    ax.legend(fontsize=8, loc="best")
-    save("tradeoff", fig)
-
-    # 2. per-benchmark deltas
-    if has_general:
-        import numpy as np
-        tuned = [m for m in methods if m != "base"]
-        benches = [t for t in data["benchmarks"] if t not in data["skipped_benchmarks"]]
-        if tuned and benches:
-            fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(benches) * max(1, len(tuned)) / 1.5), 4.5))
-            width = 0.8 / len(tuned)
-            for k, m in enumerate(tuned):
-                vals, errs_lo, errs_hi = [], [], []
-                for t in benches:
-                    v, e = centre_and_err(m, lambda r, t=t: (r["general"]["benchmarks"][t]["delta"],
-                                                             r["general"]["benchmarks"][t]["delta_ci95"]),
-                                          lambda a, t=t: a.get("general", {}).get(t, {}).get("delta"))
-                    vals.append(v if v is not None else 0.0)
-                    errs_lo.append(e[0][0] if e else 0.0)
-                    errs_hi.append(e[1][0] if e else 0.0)
-                xs = np.arange(len(benches)) + (k - (len(tuned) - 1) / 2) * width
-                ax.bar(xs, vals, width, yerr=[errs_lo, errs_hi], capsize=3, label=m,
-                       color=PALETTE.get(m, "#17becf"))
-            ax.axhline(0, color="black", lw=0.8)
-            ax.set_xticks(np.arange(len(benches)), benches, rotation=15)
-            ax.set_ylabel("Δ vs base (points)")
-            ax.set_title("General benchmarks: change vs base" + (" (mean ± sd)" if multi else " (95% paired CIs)"))
-            ax.legend(fontsize=8)
-            save("deltas", fig)
-
-    # 3. target mix
-    mixes: dict[str, dict[str, float]] = {}
-    for block in data["per_run"].values():
-        for m, r in block.items():
-            if r.get("target_mix"):
-                mix = r["target_mix"]
-                d = mixes.setdefault(m, {"self": 0.0, "paraphrase/rewrite": 0.0, "gold": 0.0, "_n": 0})
-                d["self"] += mix.get("self", 0)
-                d["paraphrase/rewrite"] += mix.get("paraphrase", 0) + mix.get("rewrite", 0)
-                d["gold"] += mix.get("gold", 0)
-                d["_n"] += 1
-    if mixes:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        names = [m for m in methods if m in mixes]
-        bottom = [0.0] * len(names)
-        for part, color in (("self", GROUP_COLORS["own answer"]), ("paraphrase/rewrite", GROUP_COLORS["paraphrase"]),
-                            ("gold", GROUP_COLORS["gold"])):
-            vals = [mixes[m][part] / mixes[m]["_n"] for m in names]
-            ax.bar(names, vals, bottom=bottom, label=part, color=color)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_ylabel("training rows" + (" (mean over runs)" if multi else ""))
-        ax.set_title("Training-target mix per method")
-        ax.legend(fontsize=8)
-        save("target_mix", fig)
-
-    # 4. log-prob histogram (S3FT Fig. 2)
-    pooled: dict[str, list[float]] = {}
-    for groups in data["logprob_histogram"].values():
-        for g, vals in groups.items():
-            pooled.setdefault(g, []).extend(vals)
-    if any(pooled.values()):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        allv = [v for vals in pooled.values() for v in vals]
-        lo, hi = min(allv), max(allv)
-        bins = [lo + (hi - lo + 1e-9) * i / 25 for i in range(26)]
-        for g in ("gold", "paraphrase", "own answer"):
-            vals = pooled.get(g, [])
-            if vals:
-                ax.hist(vals, bins=bins, alpha=0.55, color=GROUP_COLORS[g],
-                        label=f"{g} (n={len(vals)}, mean {sum(vals) / len(vals):.2f})")
-            else:
-                ax.plot([], [], color=GROUP_COLORS[g], label=f"{g} (no rows)")
-        ax.set_xlabel("base model's mean per-token log-probability of the target")
-        ax.set_ylabel("targets")
-        ax.set_title("How far each target type is from the base model")
-        ax.legend(fontsize=8)
-        save("logprob_hist", fig)
-
-    # 5. NLL per method
-    nll_methods = [m for m in methods if agg.get(m, {}).get("nll", {}).get("mean") is not None]
-    if nll_methods:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for m in nll_methods:
-            v, e = centre_and_err(m, lambda r: ((r.get("nll") or {}).get("nll"), (r.get("nll") or {}).get("nll_ci95")),
-                                  lambda a: a.get("nll"), scale=1.0)
-            ax.bar([m], [v], yerr=e, capsize=4, color=PALETTE.get(m, "#17becf"))
-            ax.annotate(f"{v:.3f}", (m, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-        ax.set_ylabel("mean NLL of training targets (nats/token)")
-        ax.set_title("Distribution shift: base-model NLL of each method's targets")
-        save("nll", fig)
-    return plots
-
-
 # ----------------------------------------------------------------------------- documents
-
-
-PLOT_TITLES = {"tradeoff": "In-domain accuracy vs average general drop",
-               "deltas": "Per-benchmark change vs base", "target_mix": "Training-target mix",
-               "logprob_hist": "Base-model log-probability of targets (S3FT Fig. 2)",
-               "nll": "Target NLL per method"}
 
 
 def sections(data: dict) -> list[tuple[str, str, object]]:
@@ -341,6 +224,26 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
                 f"({data['bootstrap']['iters']} resamples); in-domain accuracy CIs are Wilson intervals. "
                 "The average drop is the mean over benchmarks of (base − method) in points, as the SSR/S3FT "
                 "papers report it; positive means forgetting."))
+    if data.get("pooled") and any(data["pooled"].values()):
+        n = len(labels)
+        out.append(("text", "Forgetting" + (f", {n} runs pooled" if n > 1 else ""),
+                    "Every measurement is method − base per item, averaged (drift: per token), with a 95% bootstrap "
+                    "CI" + (" that resamples the runs (seeds), then the items within each" if n > 1 else
+                            " over items") + ". Drift (nats/token; > 0 = moved away from the base model): "
+                    "`text_nll_delta` on general text, `response_kl` = KL(base ‖ model) on the base model's own "
+                    "answers to general instructions. Probe/general: `accuracy` (points) and, per multiple-choice "
+                    "item, Δ log p(correct | choices) and Δ margin over the best wrong choice (nats; < 0 = "
+                    "forgetting). Controls: `base` (itself, exactly 0), `control-untrained` (an untrained adapter: "
+                    "must read ~0), `control-planted` (SFT at a much higher learning rate: must read > 0)."))
+        out.append(("table", "", forgetting_table(data, data["pooled"])))
+        out.append(("plot", PLOT_TITLES["gain_vs_forgetting"], "gain_vs_forgetting"))
+        if n > 1:
+            for label in labels:
+                per_seed = {m: r["measures"] for m, r in data["per_run"][label].items() if r.get("measures")}
+                out.append(("table", f"Forgetting: {label}", forgetting_table(data, per_seed)))
+    head, rows = values_table(data)
+    if rows:
+        out.append(("table", "IFEval accuracy (95% CI: Wilson-like bootstrap over prompts)", (head, rows)))
     if len(labels) > 1:
         out.append(("table", "Mean ± sd over runs (seeds)", aggregate_table(data)))
     for label in labels:
@@ -348,7 +251,7 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
     if data["skipped_benchmarks"]:
         out.append(("list", "Skipped benchmarks", [msg if msg.startswith(f"{t}:") else f"{t}: {msg}"
                                                   for t, msg in data["skipped_benchmarks"].items()]))
-    for name in ("tradeoff", "deltas", "target_mix", "logprob_hist", "nll"):
+    for name in ("tradeoff", "deltas", "target_mix", "logprob_hist", "nll"):  # gain_vs_forgetting: above
         out.append(("plot", PLOT_TITLES[name], name))
     head, rows = mix_table(data)
     if rows:

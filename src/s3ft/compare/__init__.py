@@ -1,0 +1,282 @@
+"""`s3ft compare`: did a fine-tune gain in-domain without forgetting, compared with SFT?
+
+For every method a run directory holds (base, sft, sdft, ssr, s3ft, and the forgetting meter's
+controls), one module per measurement:
+
+* ``in_domain``: accuracy from ``eval/<method>.metrics.json`` and the per-id verdicts (cross-checked);
+* ``meter`` / ``drift`` / ``likelihood``: the forgetting meter the run's ``forgetting`` stage wrote:
+  label-free drift from the base model (text NLL change, response KL) and, on a labelled
+  multiple-choice probe, accuracy and per-item likelihood deltas;
+* ``lm_eval_bridge`` / ``general``: general benchmarks through lm-evaluation-harness for the base
+  model and every adapter with one ``GeneralEvalConfig``: accuracy deltas, the papers' *average
+  drop*, per-item likelihood deltas (from the same lm-eval run) and IFEval's four accuracies;
+* ``target_nll``: the base model's NLL of each method's training targets (S3FT Fig. 2);
+* ``audit``: a second judge re-judges a seeded sample of the selection decisions;
+* ``seeds``: several run directories (seeds) pooled by a hierarchical bootstrap (seeds, then items);
+* ``report`` / ``plots``: report.md and a self-contained report.html, all from compare.json.
+
+Every paired measurement is kept per item as a ``records.Paired``; its 95% CI resamples items
+(and seeds, when pooled).
+"""
+
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..artifacts import write_json
+from ..config import DataConfig, ForgettingConfig, ModelConfig
+from ..errors import S3FTError
+from ..progress import console
+from ..tasks import get_task
+from . import meter
+from .audit import judge_audit
+from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
+from .in_domain import in_domain_block, in_domain_scores
+from .records import Estimate, Paired
+from .report import write_reports
+from .runs import METHOD_ORDER, RunDir, load_run, load_runs, model_path_of
+from .seeds import aggregate_seeds
+from .target_nll import NLLScorer, encode_target, logprob_histogram_data, target_nll
+
+__all__ = ["CompareOptions", "compare", "load_run", "load_runs", "aggregate_seeds", "NLLScorer", "encode_target",
+           "target_nll", "in_domain_scores"]
+
+
+@dataclass
+class CompareOptions:
+    """Knobs of `compare` besides the general-benchmark settings."""
+
+    bootstrap_iters: int = 2000
+    bootstrap_seed: int = 0
+    nll: bool = True
+    nll_batch_size: int = 16
+    forgetting: bool = True
+    """Read the forgetting meter the runs' `forgetting` stage measured (an error where it is missing)."""
+    controls: bool = True
+    """Run the general benchmarks on the meter's control adapters too."""
+    audit_judge: str | None = "auto"
+    """Second judge for the audit; "auto": `exact` unless the task's judge is `exact` (then `math`); None: no audit."""
+    audit_size: int = 50
+    audit_seed: int = 0
+    cache_dir: str | None = None
+    """General-eval cache; default `<out_dir>/cache`."""
+    extra: dict = field(default_factory=dict)
+
+
+def _order(labels) -> list[str]:
+    order = METHOD_ORDER + list(meter.CONTROLS.values())
+    return sorted(labels, key=lambda m: (m in meter.CONTROLS.values(), order.index(m) if m in order else 99, m))
+
+
+def _adapter(run: RunDir, label: str) -> str | None:
+    if label == "base":
+        return None
+    path = run.path / "adapters" / label / "model"
+    if not path.is_dir():
+        raise S3FTError(f"{run.path}: no adapter for {label} ({path} missing); finish the run first (`s3ft train`)")
+    return str(path)
+
+
+def forgetting_labels(run: RunDir) -> tuple[list[str], list[str]]:
+    """(methods with the meter's measurements, controls found) of one run; an error if any method lacks them."""
+    folder = run.path / meter.FOLDER
+    missing = [m for m in run.methods if not (folder / f"drift_{m}.jsonl").is_file()]
+    if missing:
+        raise S3FTError(f"{run.path}: no forgetting measurements for {', '.join(missing)} "
+                        f"({folder}/drift_{missing[0]}.jsonl missing); measure them with "
+                        f"`s3ft forgetting {run.path}/config.json -o {run.path}`, or pass --no-forgetting")
+    controls = [c for c in meter.CONTROLS.values() if (folder / f"drift_{c}.jsonl").is_file()]
+    return list(run.methods), controls
+
+
+def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOptions | None = None,
+            progress: Callable[[str], None] | None = None) -> dict:
+    """Compare the methods of one or more run directories; writes compare.json, report.md/html.
+
+    Args:
+        run_dirs: Run directories of the same task and model (several = several seeds).
+        general: A `lm_eval_bridge.GeneralEvalConfig` used identically for every model, or None to
+            skip general benchmarks.
+        out_dir: Where compare.json, report.md, report.html and plots/ go.
+    """
+    opts = options or CompareOptions()
+    say = progress or (lambda msg: console.print(f"[dim]{msg}[/]"))
+    out_dir = Path(out_dir)
+    t_all = time.time()
+    timings: dict[str, float] = {}
+    runs = load_runs([Path(d) for d in run_dirs])
+    methods = _order({m for r in runs for m in r.methods})
+    tasks = list(general.tasks) if general is not None else []
+    it, bs = opts.bootstrap_iters, opts.bootstrap_seed
+    pairs: dict[str, dict[str, dict[str, Paired]]] = {r.label: {} for r in runs}  # run -> model -> measure
+    values: dict[str, dict[str, dict[str, dict]]] = {r.label: {} for r in runs}  # run -> model -> own value
+
+    # in-domain (cheap, and validates the run dirs before anything heavy)
+    t0 = time.time()
+    per_run: dict[str, dict] = {}
+    for run in runs:
+        _, base_ids = in_domain_scores(run, "base")
+        block = {}
+        for m in run.methods:
+            row, paired = in_domain_block(run, m, base_ids, it, bs)
+            block[m] = {"in_domain": row}
+            if paired is not None:
+                pairs[run.label].setdefault(m, {})["in_domain/accuracy"] = paired
+            stats_path = run.path / f"train_{m}.stats.json"
+            if stats_path.is_file():
+                block[m]["target_mix"] = json.loads(stats_path.read_text(encoding="utf-8"))["target_mix"]
+        per_run[run.label] = block
+    timings["in_domain_s"] = round(time.time() - t0, 2)
+
+    # the forgetting meter, as the runs' `forgetting` stage measured it
+    t0 = time.time()
+    controls: set[str] = set()
+    meter_settings = None
+    if opts.forgetting:
+        for run in runs:
+            labels, found = forgetting_labels(run)
+            controls.update(found)
+            fc = ForgettingConfig(**run.config.get("forgetting", {}))
+            meter_settings = run.config.get("forgetting")
+            gcfg = meter.probe_benchmark_config(fc, run.get("data", "data_dir"), ModelConfig(**run.config["model"]))
+            results = None
+            if gcfg is not None:
+                results = meter.run_probe_benchmarks(run.path, model_path_of(run), gcfg,
+                                                     {m: _adapter(run, m) for m in labels + found}, say)
+            for m, ps in meter.run_pairs(run.path, labels + found, results, list(fc.benchmarks)).items():
+                pairs[run.label].setdefault(m, {}).update(ps)
+                per_run[run.label].setdefault(m, {})
+            say(f"{run.label}: forgetting meter for {', '.join(labels + found)}")
+    timings["forgetting_s"] = round(time.time() - t0, 2)
+
+    # judge audit
+    t0 = time.time()
+    audits = {}
+    if opts.audit_judge:
+        for run in runs:
+            name = opts.audit_judge
+            if name == "auto":
+                primary = get_task(DataConfig(**run.config["data"])).judge
+                name = "math" if primary == "exact" else "exact"
+            if (run.path / "answers_verdicts.jsonl").is_file():
+                audits[run.label] = judge_audit(run, name, opts.audit_size, opts.audit_seed)
+                a = audits[run.label]
+                rate = "n/a" if a["agreement"] is None else f"{a['agreement']:.2f}"
+                say(f"{run.label}: judge audit {a['primary_judge']} vs {a['second_judge']}: "
+                    f"{a['n']} rows, agreement {rate}")
+    timings["judge_audit_s"] = round(time.time() - t0, 2)
+
+    # NLL of training targets under the base model
+    t0 = time.time()
+    hist = {}
+    if opts.nll:
+        scorers: dict[str, NLLScorer] = {}
+        for run in runs:
+            def get_scorer(run=run):
+                path = model_path_of(run)
+                if path not in scorers:
+                    with console.status(f"loading {path} for target NLL"):
+                        scorers[path] = NLLScorer(path, run.config["model"], opts.nll_batch_size)
+                return scorers[path]
+            nll = target_nll(run, run.methods, get_scorer, say)
+            for m, s in nll.items():
+                per_run[run.label][m]["nll"] = s
+            hist[run.label] = logprob_histogram_data(run, run.methods)
+        scorers.clear()
+    timings["nll_s"] = round(time.time() - t0, 2)
+
+    # general benchmarks
+    t0 = time.time()
+    settings = None
+    skipped: dict[str, str] = {}
+    if general is not None:
+        from .lm_eval_bridge import TASKS, evaluate_general, settings_differences
+        cache = Path(opts.cache_dir) if opts.cache_dir else out_dir / "cache"
+        for run in runs:
+            model = model_path_of(run)
+            say(f"{run.label}: general benchmarks for base ({model})")
+            base_res = evaluate_general(model, None, general, cache, progress=say)
+            settings = base_res["settings"]
+            per_run[run.label]["base"]["general"] = base_block(base_res, tasks)
+            per_run[run.label]["base"]["general"]["cache_keys"] = _cache_keys(base_res)
+            for t, r in base_res["tasks"].items():
+                if r.get("skipped"):
+                    skipped[t] = r["skipped"]
+            tuned = [m for m in run.methods if m != "base"]
+            if opts.controls:
+                tuned += [c for c in meter.CONTROLS.values() if c in controls and (run.path / "adapters" / c).is_dir()]
+            for m in ["base"] + tuned:
+                res = base_res if m == "base" else None
+                if res is None:
+                    say(f"{run.label}: general benchmarks for {m}")
+                    res = evaluate_general(model, _adapter(run, m), general, cache, progress=say)
+                    diff = settings_differences(base_res, res)
+                    if diff:
+                        raise S3FTError(f"{run.path}: general-eval settings of {m} differ from base's: {', '.join(diff)}")
+                    block = per_run[run.label].setdefault(m, {})
+                    block["general"] = general_block(base_res, res, tasks, it, bs)
+                    block["general"]["cache_keys"] = _cache_keys(res)
+                    found = pairs[run.label].setdefault(m, {})
+                    found.update({f"general/{k}": v for k, v in meter.benchmark_pairs(base_res, res, tasks).items()})
+                    for t in tasks:
+                        found.update({f"general/{k}": v for k, v in
+                                      metric_pairs(base_res, res, t, TASKS[t].report_metrics).items()})
+                own = values[run.label].setdefault(m, {})
+                for t in tasks:
+                    if res["tasks"].get(t, {}).get("items"):
+                        for key in TASKS[t].report_metrics:
+                            own[f"general/{t}/{key.split(',')[0]}"] = Estimate.pooled(
+                                [metric_items(res["tasks"][t], key)], it, bs).to_dict()
+    timings["general_s"] = round(time.time() - t0, 2)
+
+    # every paired measurement per run, and pooled over runs (seeds, then items)
+    models = _order({m for p in pairs.values() for m in p} | set(methods))
+    for label, by_model in pairs.items():
+        for m, ps in by_model.items():
+            per_run[label][m]["measures"] = {k: Estimate.pooled([p], it, bs).to_dict() for k, p in ps.items()}
+            if values[label].get(m):
+                per_run[label][m]["values"] = values[label][m]
+    pooled = {}
+    for m in models:
+        keys = sorted({k for by_model in pairs.values() for k in by_model.get(m, {})})
+        pooled[m] = {k: Estimate.pooled([by_model[m][k] for by_model in pairs.values() if k in by_model.get(m, {})],
+                                        it, bs).to_dict() for k in keys}
+
+    data = {
+        "schema": 2,
+        "task": runs[0].get("data", "task"),
+        "model": runs[0].get("model", "name_or_path"),
+        "runs": [{"label": r.label, "dir": str(r.path.resolve()), "methods": r.methods, "seeds": r.seeds}
+                 for r in runs],
+        "methods": methods,
+        "controls": _order(controls),
+        "benchmarks": tasks,
+        "general_settings": settings,
+        "forgetting_settings": meter_settings,
+        "skipped_benchmarks": skipped,
+        "bootstrap": {"iters": it, "seed": bs, "ci": "95% percentile, paired over the same items; pooled: "
+                      "seeds resampled, then items within each seed"},
+        "units": "accuracies and deltas are fractions (0-1); fields ending in _pts are accuracy points (x100); "
+                 "drift and likelihood measures are nats (per token for drift)",
+        "measures": {**{f"drift/{k}": v for k, v in meter.drift.MEASURES.items()},
+                     **{f"probe|general/<benchmark>/{k}": v for k, v in meter.likelihood.MEASURES.items()},
+                     "in_domain/accuracy": "in-domain accuracy change, method - base (fraction)"},
+        "per_run": per_run,
+        "pooled": pooled,
+        "aggregate": aggregate_seeds(per_run, methods, tasks),
+        "logprob_histogram": hist,
+        "judge_audit": audits,
+        "timings": timings,
+    }
+    t0 = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_reports(data, out_dir)
+    timings["report_s"] = round(time.time() - t0, 2)
+    timings["total_s"] = round(time.time() - t_all, 2)
+    write_json(out_dir / "compare.json", data)
+    return data

@@ -1,0 +1,88 @@
+"""Run directories made by `s3ft run` / `s3ft demo`, loaded and checked to be comparable."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ModelConfig
+from ..errors import S3FTError
+from ..models import materialize
+
+METHOD_ORDER = ["base", "sft", "sdft", "ssr", "s3ft"]
+# Fields that must agree between run directories compared together (a different seed is fine).
+IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args")]
+IDENTITY_FIELDS += [("forgetting", k) for k in ("text_file", "text_limit", "text_max_tokens", "prompts_file",
+                                                "prompts_limit", "max_new_tokens", "benchmarks", "benchmark_limit")]
+SEED_FIELDS = [("data", "seed"), ("train", "seed"), ("generation", "seed")]
+
+
+@dataclass
+class RunDir:
+    path: Path
+    config: dict
+    label: str
+    methods: list[str]
+
+    def get(self, section: str, key: str):
+        return self.config.get(section, {}).get(key)
+
+    @property
+    def seeds(self) -> dict:
+        return {f"{s}.{k}": self.get(s, k) for s, k in SEED_FIELDS}
+
+
+def load_run(path: str | Path) -> RunDir:
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not path.is_dir():
+        raise S3FTError(f"{path}: not a directory (expected a run directory made by `s3ft run` or `s3ft demo`)")
+    if not cfg_path.is_file():
+        raise S3FTError(f"{path}: no config.json (not a run directory made by `s3ft run` or `s3ft demo`)")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise S3FTError(f"{cfg_path}: invalid JSON ({e.msg})") from None
+    for section, key in (("model", "name_or_path"), ("data", "task")):
+        if not isinstance(config.get(section), dict) or key not in config[section]:
+            raise S3FTError(f"{cfg_path}: no {section}.{key}")
+    wanted = (["base"] if config.get("eval", {}).get("base", True) else []) + list(config.get("methods", []))
+    missing = [m for m in wanted if not (path / "eval" / f"{m}.metrics.json").is_file()]
+    if missing:
+        raise S3FTError(f"{path}: no in-domain evaluation for {', '.join(missing)} "
+                        f"(eval/{missing[0]}.metrics.json missing); finish the run first (`s3ft evaluate`)")
+    if "base" not in wanted:
+        raise S3FTError(f"{path}: the base model was not evaluated (eval.base: false); nothing to compare against")
+    methods = sorted(dict.fromkeys(wanted), key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    return RunDir(path, config, path.name, methods)
+
+
+def load_runs(run_dirs: list[Path]) -> list[RunDir]:
+    if not run_dirs:
+        raise S3FTError("compare: give at least one run directory")
+    seen = {}
+    runs = []
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise S3FTError(f"{d}: given twice (same directory as {seen[key]})")
+        seen[key] = d
+        runs.append(load_run(d))
+    first = runs[0]
+    for r in runs[1:]:
+        for section, key in IDENTITY_FIELDS:
+            a, b = first.get(section, key), r.get(section, key)
+            if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+                raise S3FTError(f"{r.path}: {section}.{key} is {b!r} but {first.path} (the first run directory) "
+                                f"has {a!r}; compare only runs of the same task and model")
+    labels = [r.label for r in runs]
+    for i, r in enumerate(runs):  # unique, readable labels
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label}#{i + 1}"
+    return runs
+
+
+def model_path_of(run: RunDir) -> str:
+    return materialize(ModelConfig(**run.config["model"]))
+
