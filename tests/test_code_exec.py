@@ -2,8 +2,14 @@
 
 import os
 import socket
+import stat
 import time
 
+import pytest
+
+from s3ft.errors import S3FTError
+from s3ft.judges import code_exec
+from s3ft.judges.code import CodeJudge
 from s3ft.judges.code_exec import ExecResult, extract_code, isolation_in_force, run_program, run_programs
 
 T = 3.0  # per-program timeout used throughout
@@ -28,6 +34,52 @@ def test_isolation_is_reported():
     desc = isolation_in_force()
     assert desc.startswith(("bubblewrap", "network namespace", "rlimits only (network NOT blocked)"))
     assert isolation_in_force() == desc  # probed once, cached
+
+
+@pytest.fixture
+def fresh_choice(monkeypatch):
+    """Forget which sandbox was chosen, so that this test's environment is probed again."""
+    monkeypatch.setattr(code_exec, "_chosen", {})
+    return monkeypatch
+
+
+@pytest.mark.parametrize("value", ["bwrapp", "BWRAP", "docker", "", "auto"])
+def test_unknown_isolation_value_is_an_error_naming_the_variable_and_the_choices(fresh_choice, value):
+    fresh_choice.setenv("S3FT_CODE_EXEC_ISOLATION", value)
+    fresh_choice.setenv("S3FT_ALLOW_CODE_EXEC", "1")
+    for start in (isolation_in_force, lambda: run_program("assert True\n"), CodeJudge):
+        with pytest.raises(S3FTError) as err:
+            start()
+        assert str(err.value).startswith(f"env S3FT_CODE_EXEC_ISOLATION={value!r}: expected one of bwrap, unshare, none")
+        assert "\n" not in str(err.value)
+
+
+def test_requested_sandbox_that_is_missing_or_broken_is_an_error(fresh_choice, tmp_path):
+    fresh_choice.setenv("PATH", str(tmp_path))  # neither bwrap nor unshare on the PATH
+    for mode in ("bwrap", "unshare"):
+        fresh_choice.setenv("S3FT_CODE_EXEC_ISOLATION", mode)
+        with pytest.raises(S3FTError, match=f"^env S3FT_CODE_EXEC_ISOLATION={mode}: {mode} is not installed"):
+            run_program("assert True\n")
+    # installed but not working (as in a container without user namespaces): the error says why
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    fresh_choice.setattr(code_exec, "_bwrap_has_size", lambda: False)
+    fresh_choice.setenv("S3FT_CODE_EXEC_ISOLATION", "bwrap")
+    with pytest.raises(S3FTError, match="bwrap does not work here \\(bwrap: No permissions to create new namespace\\)"):
+        isolation_in_force()
+
+
+def test_weaker_isolation_comes_only_with_a_warning(fresh_choice, tmp_path):
+    fresh_choice.setenv("S3FT_CODE_EXEC_ISOLATION", "none")
+    with pytest.warns(RuntimeWarning, match="S3FT_CODE_EXEC_ISOLATION=none: .*network is NOT blocked"):
+        assert isolation_in_force() == "rlimits only (network NOT blocked)"
+    # unset and no sandbox available: falls back to rlimits only, but says so
+    fresh_choice.delenv("S3FT_CODE_EXEC_ISOLATION")
+    fresh_choice.setenv("PATH", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="no sandbox works here .*bwrap is not installed.*network is NOT blocked"):
+        assert judge("assert True\n").passed
+    assert isolation_in_force() == "rlimits only (network NOT blocked)"
 
 
 def test_correct_program_passes():

