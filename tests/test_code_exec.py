@@ -284,6 +284,80 @@ def test_early_exit_is_not_a_pass():
         assert "tests never ran" not in result.reason
 
 
+LIARS = """
+class Int(int):  # the known reward hack: an int that equals everything
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return True
+    __hash__ = int.__hash__
+class Str(str):
+    def __eq__(self, other):
+        return 1  # truthy, but not a bool
+    __hash__ = str.__hash__
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = object.__hash__
+"""
+
+
+@pytest.mark.parametrize("test", [
+    "assert Int(0) == 2",
+    "assert 2 == Int(0)",
+    "assert Int(0) != 0",
+    "assert [Int(0), 1] == [2, 1]",
+    "assert (Int(0), 'x') == (2, 'x')",
+    "assert {'k': Int(0)} == {'k': 2}",
+    "assert {type('Hash2', (Int,), {'__hash__': lambda self: hash(2)})(0)} == {2}",
+    "assert Str('a') == 'b'",
+    "assert AlwaysEqual() == 2",
+    "assert AlwaysEqual() == [1, 2]",
+    "assert not (AlwaysEqual() != 'x')",
+    "def check(candidate):\n    assert candidate(1) == 2, 'HumanEval style'\ncheck(lambda x: Int(0))",
+])
+def test_objects_whose_equality_lies_do_not_pass(test):
+    assert_fails(LIARS + test + "\n", "failed assertion")
+
+
+def test_honest_values_of_other_types_still_compare_as_python_does():
+    prog = LIARS + """
+import collections, enum, fractions, decimal
+Pair = collections.namedtuple('Pair', 'a b')
+assert Pair(1, 2) == (1, 2) and (1, 2) == Pair(1, 2)
+assert collections.OrderedDict(a=1, b=2) == {'b': 2, 'a': 1}
+assert collections.defaultdict(int, a=1) == {'a': 1} and collections.Counter('aab') == {'a': 2, 'b': 1}
+assert True == 1 and 1 == True and 2.0 == 2 and 1 != 2 and [1, [2.0]] == [1, [2]] and {1: 'a'} != {1: 'b'}
+class Color(enum.IntEnum):
+    RED = 1
+assert Color.RED == 1 and fractions.Fraction(1, 2) == 0.5 and decimal.Decimal(3) == 3
+nan = float('nan')
+assert nan != nan and not (nan == nan)
+class P:  # a class of the program's own, compared with its own kind
+    def __init__(self, x):
+        self.x = x
+    def __eq__(self, other):
+        return isinstance(other, P) and self.x == other.x
+assert P(1) == P(1) and P(1) != P(2) and [P(1)] == [P(1)]
+flag = Int(0) == 2  # outside assert statements, Python's rules apply unchanged
+assert flag is True
+"""
+    assert judge(prog).reason == "passed"
+
+
+def test_numpy_values_compare_as_numpy_does():
+    pytest.importorskip("numpy")
+    prog = """
+import numpy as np
+assert np.float64(0.5) == 0.5 and np.int64(3) == 3 and 3 == np.int64(3) and np.int64(3) != 4
+assert (np.array([1, 2]) == [1, 2]).all() and not (np.array([1, 2]) != np.array([1, 2])).any()
+assert [np.float64(1.5), np.int32(2)] == [1.5, 2]
+"""
+    assert judge(prog).reason == "passed"
+
+
 def test_printing_gigabytes():
     assert judge("while True:\n    print('x' * 10 ** 6)\n").reason == "output limit exceeded"
     assert judge("import sys\nwhile True:\n    sys.stderr.write('x' * 10 ** 6)\n").reason == "output limit exceeded"

