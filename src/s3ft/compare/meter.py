@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts import StageArtifact, fingerprint, read_jsonl, write_json
+from ..artifacts import StageArtifact, fingerprint, write_json
 from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
 from ..progress import progress_bar
 from . import drift, likelihood
 from .records import Estimate, Paired
-from .scoring import Encoded
 from .target_nll import encode_target
 
 FOLDER = "forgetting"
@@ -154,12 +153,3 @@ def write_summary(run_dir: Path, pairs: dict[str, dict[str, Paired]], accuracy: 
     }
     write_json(run_dir / FOLDER / "summary.json", summary)
     return summary
-
-
-def read_responses(run_dir: Path) -> list[dict]:
-    path = run_dir / FOLDER / "probe_responses.jsonl"
-    return read_jsonl(path) if path.is_file() else []
-
-
-def encoded_len(e: Encoded) -> int:
-    return len(e[0]) - e[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 from .plots import PLOT_TITLES, make_plots
