@@ -1,6 +1,9 @@
 """Bad input ends in one clear line naming the file, line or key; exit code 2; no traceback."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,73 @@ def test_unknown_judge_names_judge_name(cfg_file, tmp_path):
     code, out = invoke(["data", str(cfg_file)])
     assert code == 2 and f"error: {cfg_file}:3: judge.name: unknown judge 'nope'" in " ".join(out.split())
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model,message", [
+    ("/no/such/model", "model.name_or_path: /no/such/model: no such file or directory"),
+    ("nobody/no-such-model", "model.name_or_path: 'nobody/no-such-model' is no local path and not in the hub cache, "
+                             "and the hub is offline (HF_HUB_OFFLINE=1)"),
+])
+def test_missing_model_or_uncached_hub_id_offline_names_the_key(run_overrides, tmp_path, monkeypatch, model, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out_dir = tmp_path / "out"
+    args = ["generate", str(CONFIG), "-o", str(out_dir)] + sets(run_overrides + [f"model.name_or_path={model}"])
+    code, out = invoke(args)
+    assert code == 2 and message in " ".join(out.split()) and "Traceback" not in out
+    assert not out_dir.exists()
+
+
+def test_output_dir_that_is_a_file_or_under_one_names_it(run_overrides, tmp_path):
+    f = tmp_path / "taken"
+    f.write_text("not a directory")
+    for target in (f, f / "run"):
+        code, out = invoke(["data", str(CONFIG), "-o", str(target)] + sets(run_overrides))
+        assert code == 2 and f"output_dir: {f} is a file" in " ".join(out.split()), out
+    assert f.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("target", ["/proc/s3ft-run", "/sys/s3ft-run"])
+def test_unwritable_output_dir_names_it(run_overrides, target):
+    # Tests run as root, whom chmod does not stop: /proc and /sys refuse new directories even to root.
+    code, out = invoke(["data", str(CONFIG), "-o", target] + sets(run_overrides))
+    assert code == 2 and f"output_dir: cannot write to {target}:" in " ".join(out.split()), out
+
+
+def test_failed_validation_leaves_no_run_dir_and_loses_nothing(cfg_file, tmp_path, run_overrides):
+    run_dir = tmp_path / "run"
+    code, out = invoke(["data", str(cfg_file), "--set", "data.task=gsm8k", "--data-dir", str(tmp_path / "none")])
+    assert code == 2 and "gsm8k/train.jsonl: not found" in out
+    assert not run_dir.exists()
+    # a finished stage survives a later invocation with bad input
+    assert invoke(["data", str(cfg_file)] + sets(run_overrides))[0] == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, out = invoke(["generate", str(cfg_file)] + sets(run_overrides + ["generation.max_new_tokens=0"]))
+    assert code == 2 and "generation.max_new_tokens: must be >= 1" in out
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+# --- one process per run directory ---------------------------------------------------------------------------
+HOLD_LOCK = ("import sys, time\nfrom s3ft.artifacts import RunLock\nRunLock(sys.argv[1])\n"
+             "print('locked', flush=True)\ntime.sleep(600)\n")
+
+
+def test_second_run_on_same_dir_fails_naming_holder_pid(run_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        code, out = invoke(["data", str(CONFIG), "-o", str(run_dir)] + sets(run_overrides))
+        assert code == 2, out
+        assert f"{run_dir}: in use by another s3ft process (pid {holder.pid})" in " ".join(out.split())
+        assert not (run_dir / "data").exists()  # stopped before writing anything
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait()
+    # the dead holder's lock file is still there, with its PID, but its lock went with it
+    assert (run_dir / ".s3ft.lock").read_text().strip() == str(holder.pid)
+    code, out = invoke(["data", str(CONFIG), "-o", str(run_dir)] + sets(run_overrides))
+    assert code == 0, out
+    assert (run_dir / "data" / "train.jsonl").exists()

@@ -5,10 +5,13 @@ Every stage appends finished rows to its JSONL and fsyncs, so a run killed at an
 half-written last line is dropped. The sidecar holds a fingerprint of everything the
 stage's output depends on (model, task, prompts, decoding...); a mismatch is an error
 rather than a silent reuse of stale rows.
+
+`RunLock` keeps a second process out of a run directory while one is writing to it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
@@ -73,6 +76,32 @@ def _drop_partial_tail(path: Path) -> None:
         os.truncate(path, data.rfind(b"\n") + 1)
 
 
+class RunLock:
+    """An exclusive `flock` on `<run dir>/.s3ft.lock`, held until `release()` or the process ends.
+
+    The kernel drops a dead process's lock, so a killed run never blocks the next one; the file
+    holds the holder's PID for the error message.
+    """
+    NAME = ".s3ft.lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.fd: int | None = os.open(Path(run_dir) / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            self.release()
+            raise S3FTError(f"{run_dir}: in use by another s3ft process (pid {holder}); wait for it to "
+                            "finish or use another output directory") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the lock
+            self.fd = None
+
+
 class StageArtifact:
     """The JSONL a stage writes, keyed by row `id`, resumable and fingerprinted."""
 
@@ -101,6 +130,16 @@ class StageArtifact:
         if self.path.exists():
             for row in iter_jsonl(self.path):
                 self.rows[row["id"]] = row  # a duplicate id (never written by us) keeps the last
+
+    @staticmethod
+    def finished(path: str | Path, inputs: dict) -> bool:
+        """Whether the artifact at `path` is complete and made from `inputs`; reads, never writes."""
+        meta = Path(path).with_name(Path(path).stem + ".meta.json")
+        try:
+            meta = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return meta.get("fingerprint") == fingerprint(inputs) and bool(meta.get("done"))
 
     def _read_meta(self) -> dict | None:
         if not self.meta_path.exists():

@@ -4,7 +4,9 @@
          -> train_<method>.jsonl (selection) -> adapters/<method> -> eval/<model>.jsonl -> summary
 
 Each stage writes JSONL into the run directory, resumes from what is already there, and
-refuses artifacts made with other settings (see `artifacts.StageArtifact`).
+refuses artifacts made with other settings (see `artifacts.StageArtifact`). The run directory
+is made, and locked against a second process, only once the config, task, judge, model and data
+have been checked, so bad input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from collections import Counter
 from pathlib import Path
 
 from . import distributed as dist
-from .artifacts import StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
+from .artifacts import RunLock, StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .config import RunConfig, to_dict
 from .errors import S3FTError
-from .judges import get_judge, judge_generations
-from .models import materialize
+from .judges import get_judge, judge_generations, judge_names
+from .models import check_model, materialize
 from .progress import console, progress_bar
 from .stats import wilson_ci
 from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
@@ -36,11 +38,22 @@ class Run:
     def __init__(self, cfg: RunConfig, force: bool = False):
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
+            if p.exists():
+                if not p.is_dir():
+                    under = "" if p == self.dir else f", so {self.dir} cannot be made"
+                    raise S3FTError(f"output_dir: {p} is a file{under}")
+                break
+        self._lock: RunLock | None = None
         self.force = force
         self.task = get_task(cfg.data)
+        if cfg.generation.backend != "openai":  # a server's model may exist only on the server
+            check_model(cfg.model)
         jc = cfg.judge
         name, options = jc.name or self.task.judge, dict(jc.args)
+        if name not in judge_names():  # not set in the config: the task names it (jsonl: task_args.judge)
+            raise S3FTError(f"{'judge.name' if jc.name else 'data.task_args.judge'}: unknown judge '{name}' "
+                            f"(known: {', '.join(judge_names())})")
         if name == "llm":  # borrows the run's model lazily; caches verdicts in the run directory
             options.update(config=jc, run_model=cfg.model, model_path=lambda: self.model_path,
                            shared_backend=self.backend if cfg.generation.backend == "hf" else None,
@@ -86,7 +99,24 @@ class Run:
             self._backend = None
             gc.collect()
 
+    def open(self) -> None:
+        """Make the run directory and lock it, once, in the main process: a second process on the
+        same directory stops with an error naming the holder's PID."""
+        if self._lock is not None or not dist.is_main():
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.dir)
+        except OSError as e:
+            raise S3FTError(f"output_dir: cannot write to {self.dir}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def artifact(self, name: str, inputs: dict) -> StageArtifact:
+        self.open()
         return StageArtifact(self.dir / name, inputs, force=self.force)
 
     def _cost(self, stage: str, seconds: float, tokens: int = 0, rows: int = 0) -> None:
@@ -98,12 +128,16 @@ class Run:
 
 # --- stages -------------------------------------------------------------------
 def stage_data(run: Run) -> dict[str, list[Example]]:
+    inputs = {split: {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
+              for split in ("train", "test")}
+    # Loaded, and so checked, before the run directory is made.
+    loaded = {split: run.task.load(split) for split, key in inputs.items()
+              if not StageArtifact.finished(run.dir / f"data/{split}.jsonl", key)}
     out = {}
-    for split in ("train", "test"):
-        inputs = {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
-        art = run.artifact(f"data/{split}.jsonl", inputs)
+    for split, key in inputs.items():
+        art = run.artifact(f"data/{split}.jsonl", key)
         if not art.done:
-            rows = run.task.load(split)
+            rows = loaded[split] if split in loaded else run.task.load(split)
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
@@ -322,15 +356,21 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
     """Run every stage up to and including `until`; returns the summary (or {} if stopped early)."""
     if until not in STAGES:
         raise S3FTError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
-    stop_after = STAGES.index(until)
-    t_start = time.time()
     run = Run(cfg, force=force)
+    try:
+        return _run_stages(run, STAGES.index(until))
+    finally:
+        run.close()
+
+
+def _run_stages(run: Run, stop_after: int) -> dict:
+    cfg, t_start = run.cfg, time.time()
     if dist.world_size() > 1:  # `accelerate launch`: one rank prints; the model is resolved (GGUF converted) once
         console.quiet = not dist.is_main()
         run._model_path = dist.on_main(lambda: run.model_path)
+    data = dist.on_main(lambda: stage_data(run))  # makes and locks the run directory
     if dist.is_main():
         write_json(run.dir / "config.json", to_dict(cfg))
-    data = dist.on_main(lambda: stage_data(run))
     train, test = data["train"], data["test"]
     console.print(f"[bold]{cfg.data.task}[/]: {len(train)} train / {len(test)} test rows -> {run.dir}")
     if stop_after < STAGES.index("generate"):
