@@ -173,3 +173,13 @@ def test_second_run_on_same_dir_fails_naming_holder_pid(run_overrides, tmp_path)
     code, out = invoke(["data", str(CONFIG), "-o", str(run_dir)] + sets(run_overrides))
     assert code == 0, out
     assert (run_dir / "data" / "train.jsonl").exists()
+
+
+def test_duplicate_id_in_jsonl_task_names_file_line_and_id(cfg_file, tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "question": f"q{n}", "answer": "#### 1"}) + "\n"
+                            for n, i in enumerate(["a", "b", "a"])))
+    code, out = invoke(["data", str(cfg_file), "--set", "data.task=jsonl",
+                        "--set", f"data.task_args={{train: {data}, test: {data}}}"])
+    assert code == 2 and "mine.jsonl:3: duplicate id 'a' (first on line 1)" in out
+    assert not (tmp_path / "run").exists()
