@@ -15,10 +15,11 @@ import gc
 import json
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed as dist
-from .artifacts import RunLock, StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
+from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, read_jsonl, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .config import RunConfig, to_dict
 from .errors import S3FTError
@@ -70,6 +71,8 @@ class Run:
         self._backend = None
         self._model_path: str | None = None
         self.cost: dict[str, dict] = {}
+        """Per stage: its artifact's cost over every process that worked on it, and `reused`: whether
+        an earlier invocation finished it (see `_cost`)."""
         self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
         # Batch size, batch compaction and engine resources change speed, not text: not part of the fingerprint.
         self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
@@ -119,11 +122,9 @@ class Run:
         self.open()
         return StageArtifact(self.dir / name, inputs, force=self.force)
 
-    def _cost(self, stage: str, seconds: float, tokens: int = 0, rows: int = 0) -> None:
-        c = self.cost.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
-        c["wall_s"] += round(seconds, 3)
-        c["tokens"] += tokens
-        c["rows"] += rows
+    def _cost(self, stage: str, cost: StageCost, reused: bool) -> None:
+        """Record a stage's whole cost, as kept with its artifact; `reused`: this invocation did none of it."""
+        self.cost[stage] = {**asdict(cost), "reused": reused}
 
 
 # --- stages -------------------------------------------------------------------
@@ -155,16 +156,18 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
     pending = [r for r in requests if r.id not in art.rows]
     todo = dist.shard(pending)
     if todo:
-        t0, tokens = time.time(), 0
+        t0 = time.time()  # the first batch's cost includes loading the model
         backend = backend_fn()
         done = len(requests) - len(pending)
         with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
             for batch in backend.generate(todo, max_new_tokens, run.task.stop, run.task.answer_complete):
-                out.append([g.to_dict() for g in batch])
-                tokens += sum(g.completion_tokens for g in batch)
+                t1 = time.time()
+                out.append([g.to_dict() for g in batch],
+                           StageCost(t1 - t0, sum(g.completion_tokens for g in batch), len(batch)))
+                t0 = t1
                 advance(len(batch))
-        run._cost(f"generate:{Path(name).stem}", time.time() - t0, tokens, len(todo))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
+    run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 
@@ -193,11 +196,13 @@ def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp
                 verdicts = judge_generations(run.judge, [by_id[g["id"]].to_dict() for g in to_judge], to_judge)
                 for g, v in zip(to_judge, verdicts):
                     rows[g["id"]] = {"id": g["id"], **v.to_dict()}
-                out.append([rows[g["id"]] for g in part])
+                t1 = time.time()
+                out.append([rows[g["id"]] for g in part], StageCost(t1 - t0, 0, len(part)))
+                t0 = t1
                 advance(len(part))
-        run._cost(f"judge:{Path(name).stem}", time.time() - t0, 0, len(todo))
     art = dist.close_stage(art, [g["id"] for g in gens],
                            lambda rows: {"correct": sum(r["correct"] for r in rows.values()), "rows": len(rows)})
+    run._cost(f"judge:{Path(name).stem}", art.cost, reused=not pending)
     return art.rows, art.fingerprint
 
 
@@ -302,14 +307,18 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str) -> str:
         return False
 
     if dist.on_main(trained):
+        cost = json.loads(meta_path.read_text()).get("cost", {})
+        run._cost(f"train:{method}", StageCost(**cost), reused=True)
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     stats = train_fn(run.model_path, run.cfg.model, run.cfg.train, rows, out)  # every rank: DDP/FSDP/ZeRO
     if dist.is_main():
-        run._cost(f"train:{method}", time.time() - t0, stats.get("tokens", 0), len(rows))
-        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
+        cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows))
+        run._cost(f"train:{method}", cost, reused=False)
+        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
+                               "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
 
@@ -400,21 +409,8 @@ def _run_stages(run: Run, stop_after: int) -> dict:
     for m, path in adapters.items():
         results[m] = stage_evaluate(run, m, test, path)
     run.release_backend()
-    if dist.world_size() > 1:
-        run.cost = _merge_costs(dist.gather(run.cost))
-        if not dist.is_main():
-            return {}
+    if not dist.is_main():
+        return {}
     from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start)
 
-
-def _merge_costs(costs: list[dict]) -> dict:
-    """Per-stage cost over all ranks: the slowest rank's wall time, everyone's tokens and rows."""
-    out: dict[str, dict] = {}
-    for cost in costs:
-        for stage, c in cost.items():
-            m = out.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
-            m["wall_s"] = max(m["wall_s"], c["wall_s"])
-            m["tokens"] += c["tokens"]
-            m["rows"] += c["rows"]
-    return out
