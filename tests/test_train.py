@@ -1,5 +1,7 @@
 """Label masking: the prompt is ignored by the loss, the completion and end-of-turn are trained."""
 
+import pytest
+
 from s3ft.config import ModelConfig, TrainConfig
 from s3ft.train import build_trainer
 
@@ -48,3 +50,38 @@ def test_gradient_checkpointing_and_packing_reach_trainer(tiny_model_dir, tmp_pa
     assert len(trainer.train_dataset) < len(rows)  # packed: several short rows share one sequence
     trainer.train()  # a step with checkpointed activations runs
     assert trainer.model.base_model.model.is_gradient_checkpointing
+
+
+class KilledWhileSaving(Exception):
+    pass
+
+
+def test_checkpoint_half_written_when_killed_is_removed_and_training_resumes_from_the_last_complete(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from trl import SFTTrainer
+    from s3ft.train import train
+    rows = [{"messages": [{"role": "user", "content": f"{i} + 1?"}], "target": f"#### {i + 1}"} for i in range(16)]
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    cfg = TrainConfig(batch_size=4, epochs=1, max_length=64, save_steps=1)  # 4 steps, a checkpoint after each
+    ckpts = tmp_path / "adapter" / "checkpoints"
+    real_save = SFTTrainer._save_checkpoint
+
+    def save_then_die_at_step_3(self, *args, **kwargs):
+        if self.state.global_step == 3:  # what a kill -9 early in the save leaves: the folder, a README
+            (ckpts / "checkpoint-3").mkdir()
+            (ckpts / "checkpoint-3" / "README.md").write_text("half written")
+            raise KilledWhileSaving
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "_save_checkpoint", save_then_die_at_step_3)
+    with pytest.raises(KilledWhileSaving):
+        train(str(tiny_model_dir), model_cfg, cfg, rows, tmp_path / "adapter")
+    assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    monkeypatch.setattr(SFTTrainer, "_save_checkpoint", real_save)
+    capsys.readouterr()
+
+    stats = train(str(tiny_model_dir), model_cfg, cfg, rows, tmp_path / "adapter")
+    log = capsys.readouterr().err
+    assert "checkpoint-3: incomplete checkpoint (killed while saving): removed" in log
+    assert f"resuming training from {ckpts / 'checkpoint-2'}" in log
+    assert stats["steps"] == 4 and (tmp_path / "adapter" / "model" / "adapter_model.safetensors").exists()

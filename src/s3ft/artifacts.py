@@ -4,15 +4,20 @@ Every stage appends finished rows to its JSONL and fsyncs, so a run killed at an
 (even `kill -9`) restarts where it stopped: rows already on disk are kept and skipped, a
 half-written last line is dropped. The sidecar holds a fingerprint of everything the
 stage's output depends on (model, task, prompts, decoding...); a mismatch is an error
-rather than a silent reuse of stale rows.
+rather than a silent reuse of stale rows, and what making the artifact took (`StageCost`),
+summed over every process that worked on it, so a resumed run still reports the whole cost.
+
+`RunLock` keeps a second process out of a run directory while one is writing to it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -73,6 +78,59 @@ def _drop_partial_tail(path: Path) -> None:
         os.truncate(path, data.rfind(b"\n") + 1)
 
 
+@dataclass
+class StageCost:
+    """What making an artifact took: wall time, generated tokens, rows."""
+    wall_s: float = 0.0
+    tokens: int = 0
+    rows: int = 0
+
+    def __add__(self, other: "StageCost") -> "StageCost":
+        return StageCost(round(self.wall_s + other.wall_s, 3), self.tokens + other.tokens, self.rows + other.rows)
+
+    @staticmethod
+    def parallel(costs: Iterable["StageCost"]) -> "StageCost":
+        """Processes that ran side by side: the slowest one's wall time, everyone's tokens and rows."""
+        costs = list(costs)
+        return StageCost(max((c.wall_s for c in costs), default=0.0), sum(c.tokens for c in costs),
+                         sum(c.rows for c in costs))
+
+
+def recorded_cost(path: str | Path) -> StageCost:
+    """The cost in the sidecar of the artifact at `path`; zero if it has none."""
+    meta = Path(path).with_name(Path(path).stem + ".meta.json")
+    try:
+        return StageCost(**json.loads(meta.read_text(encoding="utf-8")).get("cost", {}))
+    except (OSError, ValueError, TypeError):
+        return StageCost()
+
+
+class RunLock:
+    """An exclusive `flock` on `<run dir>/.s3ft.lock`, held until `release()` or the process ends.
+
+    The kernel drops a dead process's lock, so a killed run never blocks the next one; the file
+    holds the holder's PID for the error message.
+    """
+    NAME = ".s3ft.lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.fd: int | None = os.open(Path(run_dir) / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            self.release()
+            raise S3FTError(f"{run_dir}: in use by another s3ft process (pid {holder}); wait for it to "
+                            "finish or use another output directory") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the lock
+            self.fd = None
+
+
 class StageArtifact:
     """The JSONL a stage writes, keyed by row `id`, resumable and fingerprinted."""
 
@@ -92,6 +150,7 @@ class StageArtifact:
                     f"{self.path}: made with different settings (changed: {', '.join(changed) or '?'}); "
                     "use another output directory or --force to recompute it")
             meta = None
+        self.cost = StageCost(**meta.get("cost", {})) if meta is not None else StageCost()
         if meta is None:
             self.path.unlink(missing_ok=True)
             self._write_meta(done=False, stats={})
@@ -101,6 +160,16 @@ class StageArtifact:
         if self.path.exists():
             for row in iter_jsonl(self.path):
                 self.rows[row["id"]] = row  # a duplicate id (never written by us) keeps the last
+
+    @staticmethod
+    def finished(path: str | Path, inputs: dict) -> bool:
+        """Whether the artifact at `path` is complete and made from `inputs`; reads, never writes."""
+        meta = Path(path).with_name(Path(path).stem + ".meta.json")
+        try:
+            meta = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return meta.get("fingerprint") == fingerprint(inputs) and bool(meta.get("done"))
 
     def _read_meta(self) -> dict | None:
         if not self.meta_path.exists():
@@ -112,7 +181,7 @@ class StageArtifact:
 
     def _write_meta(self, done: bool, stats: dict) -> None:
         write_json(self.meta_path, {"fingerprint": self.fingerprint, "inputs": self.inputs,
-                                    "done": done, "stats": stats})
+                                    "done": done, "stats": stats, "cost": asdict(self.cost)})
 
     @property
     def done(self) -> bool:
@@ -122,17 +191,24 @@ class StageArtifact:
     def pending(self, ids: Iterable) -> list:
         return [i for i in ids if i not in self.rows]
 
-    def append(self, rows: Iterable[dict]) -> None:
+    def append(self, rows: Iterable[dict], cost: StageCost | None = None) -> None:
+        """Add rows (and what making them took) to the file; ids already there are skipped."""
         rows = [r for r in rows if r["id"] not in self.rows]
-        if not rows:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
+        if rows:
+            with self.path.open("a", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        for row in rows:
-            self.rows[row["id"]] = row
+                self.rows[row["id"]] = row
+        if cost is not None:
+            self.add_cost(cost)
+
+    def add_cost(self, cost: StageCost) -> None:
+        self.cost += cost
+        meta = self._read_meta() or {}
+        self._write_meta(done=bool(meta.get("done")), stats=meta.get("stats", {}))
 
     def finish(self, stats: dict | None = None) -> None:
         self.path.touch()

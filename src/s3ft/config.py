@@ -346,11 +346,89 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
+    _check_values(cfg, _Origins(path, over))
+    return cfg
+
+
+# Allowed values, checked when a config loads; each rule is also what the error says.
+RANGES = {
+    "data.train_limit": ">= 1", "data.test_limit": ">= 1",
+    "generation.max_new_tokens": ">= 1", "generation.batch_size": ">= 1",
+    "generation.temperature": ">= 0", "generation.top_p": "in (0, 1]",
+    "judge.max_new_tokens": ">= 1",
+    "paraphrase.min_length_ratio": ">= 0", "paraphrase.min_words": ">= 0",
+    "train.lora_r": ">= 1", "train.lora_alpha": "> 0", "train.lora_dropout": "in [0, 1)",
+    "train.learning_rate": ">= 0",  # 0 is allowed: an exact no-op adapter, which tests use
+    "train.epochs": "> 0", "train.batch_size": ">= 1", "train.grad_accum": ">= 1", "train.max_length": ">= 1",
+    "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1",
+    "eval.max_new_tokens": ">= 1",
+}
+
+
+def _within(value: float, rule: str) -> bool:
+    if rule.startswith("in "):
+        lo, hi = rule[3:].split(", ")
+        above = value >= float(lo[1:]) if lo[0] == "[" else value > float(lo[1:])
+        below = value <= float(hi[:-1]) if hi[-1] == "]" else value < float(hi[:-1])
+        return above and below
+    op, bound = rule.split()
+    return value >= float(bound) if op == ">=" else value > float(bound)
+
+
+@dataclass
+class _Origins:
+    """Where each key's value came from, so that an error can point at it."""
+    path: Path | None
+    overrides: dict
+
+    def __call__(self, key: str) -> str:
+        """`--set`, `file:line`, or the file (`config` when there is none)."""
+        if any(k == key or k.startswith(key + ".") for k in _leaves(self.overrides)):
+            return "--set"
+        if self.path is None:
+            return "config"
+        line = _key_lines(self.path.read_text(encoding="utf-8")).get(key)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+
+def _check_values(cfg: RunConfig, origin: _Origins) -> None:
+    """Ranges, strategies and the judge's name: an error names where the value came from and the key."""
+    for key, rule in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and not _within(value, rule):
+            raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
     from .strategies import STRATEGIES  # here: strategies are not needed to parse a config
     for m in cfg.methods:
         if m not in STRATEGIES:
-            raise S3FTError(f"{where}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
-    return cfg
+            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
+    from .judges import judge_names  # registered judges, plugins included
+    if cfg.judge.name is not None and cfg.judge.name not in judge_names():
+        raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
+                        f"(known: {', '.join(judge_names())})")
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of every leaf: {"train": {"epochs": 0}} -> ["train.epochs"]."""
+    out = []
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out += _leaves(v, key + ".") if isinstance(v, dict) and v else [key]
+    return out
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of every key of a YAML mapping, by dotted key ("train.epochs" -> 7)."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                lines[f"{prefix}{k.value}"] = k.start_mark.line + 1
+                walk(v, f"{prefix}{k.value}.")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return lines
 
 
 def _mentions(over: dict, msg: str, prefix: str = "") -> bool:

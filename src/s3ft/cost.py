@@ -57,6 +57,11 @@ def _step_s(probe: dict, n: int) -> float:
     return max(t1 + per_row * (n - b1), 1e-4)
 
 
+def _secs(s: float) -> float:
+    """Seconds to one decimal, but at least 0.1 for nonzero work: a fast machine's estimate is never 0."""
+    return max(round(s, 1), 0.1) if s > 0 else 0.0
+
+
 def _gen_stage(prompts: list[int], expected: list[int], max_new: int, batch_size: int, probe: dict | None,
                ws: int) -> dict:
     """Token totals, and the time the HF backend needs for them (length-sorted batches, left padding)."""
@@ -69,8 +74,8 @@ def _gen_stage(prompts: list[int], expected: list[int], max_new: int, batch_size
         # a batch decodes until its longest row is done
         decode = sum(max(expected[i] for i in b) * _step_s(probe, len(b)) for b in batches)
         decode_max = sum(max_new * _step_s(probe, len(b)) for b in batches)
-        stage["est_s"] = round((prefill + decode) / ws, 1)
-        stage["est_s_max"] = round((prefill + decode_max) / ws, 1)
+        stage["est_s"] = _secs((prefill + decode) / ws)
+        stage["est_s_max"] = _secs((prefill + decode_max) / ws)
     return stage
 
 
@@ -128,12 +133,12 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ws)) * t.epochs)
     for m in cfg.methods:
         stages[f"train:{m}"] = {"rows": len(train), "tokens": train_tokens, "steps": steps,
-                                "est_s": round(factor * train_tokens / measured["prefill_tok_s"] / ws, 1)
+                                "est_s": _secs(factor * train_tokens / measured["prefill_tok_s"] / ws)
                                 if measured else None}
     stages["evaluate"] = evaluate
     if measured:  # the base model, one training model and one evaluation model per method
         loads = 1 + 2 * len(cfg.methods)
-        stages["model loads"] = {"rows": loads, "est_s": round(loads * measured["load_s"], 1)}
+        stages["model loads"] = {"rows": loads, "est_s": _secs(loads * measured["load_s"])}
 
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
     return {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": gen.backend,

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import StageArtifact, iter_jsonl, write_jsonl
+from .artifacts import StageArtifact, StageCost, iter_jsonl, recorded_cost, write_jsonl
 from .errors import S3FTError
 
 
@@ -122,7 +122,8 @@ def merge_rows(ids: list, parts: list[list[dict]]) -> list[dict]:
 
 
 def _fold_leftover_shards(art: StageArtifact) -> None:
-    """Move the rows of shards a crashed run left behind into `art` (main process only)."""
+    """Move the rows (and cost) of shards a crashed run left behind into `art` (main process only)."""
+    costs = []
     for p in _shard_files(art.path):
         meta = p.with_name(p.stem + ".meta.json")
         try:
@@ -130,9 +131,13 @@ def _fold_leftover_shards(art: StageArtifact) -> None:
         except (OSError, ValueError, KeyError):
             inputs = None
         if inputs and inputs.get("stage") == art.fingerprint:  # else made with other settings: dropped
-            art.append(StageArtifact(p, inputs).rows.values())  # fsynced before the shard goes
+            shard = StageArtifact(p, inputs)
+            art.append(shard.rows.values())  # fsynced before the shard goes
+            costs.append(shard.cost)
         p.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
+    if costs:
+        art.add_cost(StageCost.parallel(costs))
 
 
 def open_stage(path: Path, inputs: dict, force: bool) -> tuple[StageArtifact, StageArtifact]:
@@ -164,6 +169,7 @@ def close_stage(art: StageArtifact, ids: list, stats: Callable[[dict], dict]) ->
         rows = merge_rows(ids, [list(merged.rows.values())] + [list(iter_jsonl(p)) for p in shards if p.exists()])
         write_jsonl(art.path, rows)
         merged = StageArtifact(art.path, art.inputs)
+        merged.add_cost(StageCost.parallel(recorded_cost(p) for p in shards))
         merged.finish(stats(merged.rows))
         for p in shards:
             p.unlink(missing_ok=True)

@@ -88,6 +88,24 @@ def resolve(cfg: ModelConfig) -> tuple[str, str | None]:
     return spec, cfg.gguf_file  # a hub id; transformers reports if it cannot be fetched
 
 
+def check_model(cfg: ModelConfig) -> None:
+    """Fail before any work on a model that cannot be found: a missing local path, or a hub id
+    with no cached copy while the hub is offline. Reads nothing from the network."""
+    spec = cfg.name_or_path
+    if spec.lower() in ALIASES:
+        return  # resolve() says what is missing once it has tried the hub
+    if spec.endswith(".gguf") or Path(spec).expanduser().exists():
+        resolve(cfg)  # local: checks the file, or the directory's config.json
+        return
+    if spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1:  # a path: hub ids are "org/name"
+        raise S3FTError(f"model.name_or_path: {spec}: no such file or directory")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+        if not isinstance(try_to_load_from_cache(spec, cfg.gguf_file or "config.json"), str):
+            raise S3FTError(f"model.name_or_path: '{spec}' is no local path and not in the hub cache, "
+                            "and the hub is offline (HF_HUB_OFFLINE=1)")
+
+
 def materialize(cfg: ModelConfig) -> str:
     """A path (or hub id) that `from_pretrained` loads directly; GGUF is dequantized once."""
     where, gguf = resolve(cfg)

@@ -4,7 +4,9 @@
          -> train_<method>.jsonl (selection) -> adapters/<method> -> eval/<model>.jsonl -> summary
 
 Each stage writes JSONL into the run directory, resumes from what is already there, and
-refuses artifacts made with other settings (see `artifacts.StageArtifact`).
+refuses artifacts made with other settings (see `artifacts.StageArtifact`). The run directory
+is made, and locked against a second process, only once the config, task, judge, model and data
+have been checked, so bad input leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import gc
 import json
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed as dist
-from .artifacts import StageArtifact, fingerprint, read_jsonl, write_json, write_jsonl
+from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, read_jsonl, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .compare import drift, meter
 from .config import RunConfig, TrainConfig, to_dict
 from .errors import S3FTError
-from .judges import get_judge, judge_generations
-from .models import materialize
+from .judges import get_judge, judge_generations, judge_names
+from .models import check_model, materialize
 from .progress import console, progress_bar
 from .stats import wilson_ci
 from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
@@ -38,11 +41,22 @@ class Run:
     def __init__(self, cfg: RunConfig, force: bool = False):
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
+            if p.exists():
+                if not p.is_dir():
+                    under = "" if p == self.dir else f", so {self.dir} cannot be made"
+                    raise S3FTError(f"output_dir: {p} is a file{under}")
+                break
+        self._lock: RunLock | None = None
         self.force = force
         self.task = get_task(cfg.data)
+        if cfg.generation.backend != "openai":  # a server's model may exist only on the server
+            check_model(cfg.model)
         jc = cfg.judge
         name, options = jc.name or self.task.judge, dict(jc.args)
+        if name not in judge_names():  # not set in the config: the task names it (jsonl: task_args.judge)
+            raise S3FTError(f"{'judge.name' if jc.name else 'data.task_args.judge'}: unknown judge '{name}' "
+                            f"(known: {', '.join(judge_names())})")
         if name == "llm":  # borrows the run's model lazily; caches verdicts in the run directory
             options.update(config=jc, run_model=cfg.model, model_path=lambda: self.model_path,
                            shared_backend=self.backend if cfg.generation.backend == "hf" else None,
@@ -59,6 +73,8 @@ class Run:
         self._backend = None
         self._model_path: str | None = None
         self.cost: dict[str, dict] = {}
+        """Per stage: its artifact's cost over every process that worked on it, and `reused`: whether
+        an earlier invocation finished it (see `_cost`)."""
         self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
         # Batch size, batch compaction and engine resources change speed, not text: not part of the fingerprint.
         self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
@@ -88,24 +104,43 @@ class Run:
             self._backend = None
             gc.collect()
 
+    def open(self) -> None:
+        """Make the run directory and lock it, once, in the main process: a second process on the
+        same directory stops with an error naming the holder's PID."""
+        if self._lock is not None or not dist.is_main():
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.dir)
+        except OSError as e:
+            raise S3FTError(f"output_dir: cannot write to {self.dir}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def artifact(self, name: str, inputs: dict) -> StageArtifact:
+        self.open()
         return StageArtifact(self.dir / name, inputs, force=self.force)
 
-    def _cost(self, stage: str, seconds: float, tokens: int = 0, rows: int = 0) -> None:
-        c = self.cost.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
-        c["wall_s"] += round(seconds, 3)
-        c["tokens"] += tokens
-        c["rows"] += rows
+    def _cost(self, stage: str, cost: StageCost, reused: bool) -> None:
+        """Record a stage's whole cost, as kept with its artifact; `reused`: this invocation did none of it."""
+        self.cost[stage] = {**asdict(cost), "reused": reused}
 
 
 # --- stages -------------------------------------------------------------------
 def stage_data(run: Run) -> dict[str, list[Example]]:
+    inputs = {split: {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
+              for split in ("train", "test")}
+    # Loaded, and so checked, before the run directory is made.
+    loaded = {split: run.task.load(split) for split, key in inputs.items()
+              if not StageArtifact.finished(run.dir / f"data/{split}.jsonl", key)}
     out = {}
-    for split in ("train", "test"):
-        inputs = {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
-        art = run.artifact(f"data/{split}.jsonl", inputs)
+    for split, key in inputs.items():
+        art = run.artifact(f"data/{split}.jsonl", key)
         if not art.done:
-            rows = run.task.load(split)
+            rows = loaded[split] if split in loaded else run.task.load(split)
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
@@ -125,16 +160,18 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
     pending = [r for r in requests if r.id not in art.rows]
     todo = dist.shard(pending)
     if todo:
-        t0, tokens = time.time(), 0
+        t0 = time.time()  # the first batch's cost includes loading the model
         backend = backend_fn()
         done = len(requests) - len(pending)
         with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
             for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
-                out.append([g.to_dict() for g in batch])
-                tokens += sum(g.completion_tokens for g in batch)
+                t1 = time.time()
+                out.append([g.to_dict() for g in batch],
+                           StageCost(t1 - t0, sum(g.completion_tokens for g in batch), len(batch)))
+                t0 = t1
                 advance(len(batch))
-        run._cost(f"generate:{Path(name).stem}", time.time() - t0, tokens, len(todo))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
+    run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 
@@ -163,11 +200,13 @@ def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp
                 verdicts = judge_generations(run.judge, [by_id[g["id"]].to_dict() for g in to_judge], to_judge)
                 for g, v in zip(to_judge, verdicts):
                     rows[g["id"]] = {"id": g["id"], **v.to_dict()}
-                out.append([rows[g["id"]] for g in part])
+                t1 = time.time()
+                out.append([rows[g["id"]] for g in part], StageCost(t1 - t0, 0, len(part)))
+                t0 = t1
                 advance(len(part))
-        run._cost(f"judge:{Path(name).stem}", time.time() - t0, 0, len(todo))
     art = dist.close_stage(art, [g["id"] for g in gens],
                            lambda rows: {"correct": sum(r["correct"] for r in rows.values()), "rows": len(rows)})
+    run._cost(f"judge:{Path(name).stem}", art.cost, reused=not pending)
     return art.rows, art.fingerprint
 
 
@@ -273,14 +312,18 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
         return False
 
     if dist.on_main(trained):
+        cost = json.loads(meta_path.read_text()).get("cost", {})
+        run._cost(f"train:{method}", StageCost(**cost), reused=True)
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     if dist.is_main():
-        run._cost(f"train:{method}", time.time() - t0, stats.get("tokens", 0), len(rows))
-        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats})
+        cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows))
+        run._cost(f"train:{method}", cost, reused=False)
+        write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
+                               "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
 
@@ -374,7 +417,7 @@ def stage_forgetting(run: Run, adapters: dict[str, str]) -> dict:
         results = meter.run_probe_benchmarks(run.dir, run.model_path, gcfg, labels,
                                              lambda m: console.print(f"[dim]{m}[/]")) if gcfg else None
         pairs = meter.run_pairs(run.dir, list(labels), results, list(fc.benchmarks))
-        run._cost("forgetting", time.time() - t0, 0, len(labels))
+        run._cost("forgetting", StageCost(round(time.time() - t0, 3), 0, len(labels)), reused=False)
         return meter.write_summary(run.dir, pairs, meter.probe_accuracy(results) if results else {}, fc)
     return dist.on_main(measure)
 
@@ -384,15 +427,21 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
     """Run every stage up to and including `until`; returns the summary (or {} if stopped early)."""
     if until not in STAGES:
         raise S3FTError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
-    stop_after = STAGES.index(until)
-    t_start = time.time()
     run = Run(cfg, force=force)
+    try:
+        return _run_stages(run, STAGES.index(until))
+    finally:
+        run.close()
+
+
+def _run_stages(run: Run, stop_after: int) -> dict:
+    cfg, t_start = run.cfg, time.time()
     if dist.world_size() > 1:  # `accelerate launch`: one rank prints; the model is resolved (GGUF converted) once
         console.quiet = not dist.is_main()
         run._model_path = dist.on_main(lambda: run.model_path)
+    data = dist.on_main(lambda: stage_data(run))  # makes and locks the run directory
     if dist.is_main():
         write_json(run.dir / "config.json", to_dict(cfg))
-    data = dist.on_main(lambda: stage_data(run))
     train, test = data["train"], data["test"]
     console.print(f"[bold]{cfg.data.task}[/]: {len(train)} train / {len(test)} test rows -> {run.dir}")
     if stop_after < STAGES.index("generate"):
@@ -415,7 +464,8 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
         return {}
     adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in selected.items()}
     # `s3ft forgetting` measures it even where the config turns the stage off
-    measure_forgetting = stop_after >= STAGES.index("forgetting") and (cfg.forgetting.enabled or until == "forgetting")
+    measure_forgetting = stop_after >= STAGES.index("forgetting") and (
+        cfg.forgetting.enabled or stop_after == STAGES.index("forgetting"))
     controls = stage_controls(run, train) if measure_forgetting else {}
     if stop_after < STAGES.index("evaluate"):
         return {}
@@ -426,22 +476,9 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
         results[m] = stage_evaluate(run, m, test, path)
     forgetting = stage_forgetting(run, {**adapters, **controls}) if measure_forgetting else None
     run.release_backend()
-    if dist.world_size() > 1:
-        run.cost = _merge_costs(dist.gather(run.cost))
-        if not dist.is_main():
-            return {}
+    if not dist.is_main():
+        return {}
     from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
                          forgetting)
 
-
-def _merge_costs(costs: list[dict]) -> dict:
-    """Per-stage cost over all ranks: the slowest rank's wall time, everyone's tokens and rows."""
-    out: dict[str, dict] = {}
-    for cost in costs:
-        for stage, c in cost.items():
-            m = out.setdefault(stage, {"wall_s": 0.0, "tokens": 0, "rows": 0})
-            m["wall_s"] = max(m["wall_s"], c["wall_s"])
-            m["tokens"] += c["tokens"]
-            m["rows"] += c["rows"]
-    return out

@@ -8,12 +8,16 @@ end-of-turn token. Checkpoints every `save_steps` let a killed run resume.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .errors import S3FTError
 from .models import load_tokenizer, pick_device, pick_dtype
+from .progress import console
 
 
 def to_sft_dataset(rows: list[dict]):
@@ -78,6 +82,37 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
                       peft_config=peft_config)
 
 
+# What a checkpoint's weights may be saved as: adapter or full model, whole or sharded by size.
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def checkpoint_complete(ckpt: Path) -> bool:
+    """The Trainer writes trainer_state.json last, after weights, optimizer and RNG states: a checkpoint
+    is complete when that file is whole and the weights are there (files, or the folders FSDP and
+    DeepSpeed save them in)."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any((ckpt / name).is_file() for name in WEIGHT_FILES) or any(p.is_dir() for p in ckpt.iterdir())
+
+
+def latest_checkpoint(folder: Path, remove_incomplete: bool) -> Path | None:
+    """The newest complete checkpoint in `folder`. Newer incomplete ones (a run killed while saving)
+    are skipped, and removed if `remove_incomplete` (the main process), with a line saying so."""
+    steps = {int(m.group(1)): p for p in folder.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))}
+    for step in sorted(steps, reverse=True):
+        if checkpoint_complete(steps[step]):
+            return steps[step]
+        if remove_incomplete:
+            console.print(f"[yellow]{steps[step]}: incomplete checkpoint (killed while saving): removed[/]",
+                          soft_wrap=True)
+            shutil.rmtree(steps[step], ignore_errors=True)
+    return None
+
+
 def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path) -> dict:
     """Train on `rows` ({messages, target}); save the adapter (or full model) to `out_dir/model`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,8 +121,10 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
                                           and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3)
     if cfg.lora and cfg.merge and sharded:  # PEFT cannot merge into sharded weights
         raise S3FTError("train.merge is not supported with FSDP or ZeRO-3: merge the saved adapter afterwards")
-    ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
+    ckpt = latest_checkpoint(out_dir / "checkpoints", remove_incomplete=trainer.is_world_process_zero())
+    if ckpt:
+        console.print(f"resuming training from {ckpt}", soft_wrap=True)
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     final = out_dir / "model"
     if trainer.is_fsdp_enabled:  # a sharded state dict would leave model/ without adapter weights
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")

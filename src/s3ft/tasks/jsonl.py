@@ -46,7 +46,7 @@ class JsonlTask(MathTask):
         path = Path(self.args[split])
         qf, af = self.args.get("question_field", "question"), self.args.get("answer_field", "answer")
         ff = self.args.get("final_answer_field")
-        out = []
+        out, first_line = [], {}
         for lineno, row in enumerate(iter_jsonl(path), 1):
             for f in (qf, af) + ((ff,) if ff else ()):
                 if f not in row:
@@ -54,8 +54,11 @@ class JsonlTask(MathTask):
                 if not isinstance(row[f], (str, int, float)):
                     raise S3FTError(f"{path}:{lineno}: field '{f}' must be text, got {type(row[f]).__name__}")
             meta = {"answer": str(row[ff])} if ff else {}
-            out.append(Example(id=str(row.get("id", f"{split}-{lineno}")), question=str(row[qf]),
-                               gold=str(row[af]), meta=meta))
+            ex_id = str(row.get("id", f"{split}-{lineno}"))
+            if ex_id in first_line:  # rows are keyed by id everywhere: a second one would vanish
+                raise S3FTError(f"{path}:{lineno}: duplicate id '{ex_id}' (first on line {first_line[ex_id]})")
+            first_line[ex_id] = lineno
+            out.append(Example(id=ex_id, question=str(row[qf]), gold=str(row[af]), meta=meta))
         if not out:
             raise S3FTError(f"{path}: the {split} split is empty")
         return out
