@@ -85,7 +85,7 @@ def probe_benchmark_config(fc: ForgettingConfig, data_dir: str | None, model_cfg
     from .lm_eval_bridge import GeneralEvalConfig
     where = str(BUILTIN_PROBE_DIR) if fc.benchmark_data_dir == "builtin" else (fc.benchmark_data_dir or data_dir)
     return GeneralEvalConfig(tasks=list(fc.benchmarks), data_dir=where, limit=fc.benchmark_limit,
-                             dtype=model_cfg.dtype, device=model_cfg.device)
+                             batch_size=16, dtype=model_cfg.dtype, device=model_cfg.device)
 
 
 def run_probe_benchmarks(run_dir: Path, model_path: str, gcfg, adapters: dict[str, str | None],
