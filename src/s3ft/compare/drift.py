@@ -19,12 +19,12 @@ cannot masquerade as drift. Each item's sums are kept, so estimates are token-we
 
 from __future__ import annotations
 
-import json
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..artifacts import iter_jsonl, read_jsonl
 from ..config import ModelConfig
 from ..errors import S3FTError
 from ..models import load_model, load_tokenizer
@@ -62,23 +62,16 @@ def _read_probe_file(path: Path, field: str, id_field: str, limit: int | None) -
     if not path.is_file():
         raise S3FTError(f"{path}: probe file not found")
     rows, seen = [], set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise S3FTError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field].strip():
-                raise S3FTError(f"{path}:{lineno}: needs a non-empty string field '{field}'")
-            rid = str(row.get(id_field, lineno))
-            if rid in seen:
-                raise S3FTError(f"{path}:{lineno}: duplicate {id_field} {rid!r}")
-            seen.add(rid)
-            rows.append({"id": rid, field: row[field]})
-            if limit is not None and len(rows) >= limit:
-                break
+    for lineno, row in enumerate(iter_jsonl(path), 1):
+        if not isinstance(row.get(field), str) or not row[field].strip():
+            raise S3FTError(f"{path}:{lineno}: needs a non-empty string field '{field}'")
+        rid = str(row.get(id_field, lineno))
+        if rid in seen:
+            raise S3FTError(f"{path}:{lineno}: duplicate {id_field} {rid!r}")
+        seen.add(rid)
+        rows.append({"id": rid, field: row[field]})
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise S3FTError(f"{path}: no probe rows")
     return rows
@@ -179,5 +172,4 @@ def paired_items(rows: list[DriftRow]) -> dict[str, tuple[list[float], list[floa
 
 
 def read_rows(path: Path) -> list[DriftRow]:
-    from ..artifacts import read_jsonl
     return [DriftRow(**{k: r[k] for k in DriftRow.__dataclass_fields__}) for r in read_jsonl(path)]
