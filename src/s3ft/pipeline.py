@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed as dist
-from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, read_jsonl, write_json, write_jsonl
+from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .compare import drift, meter
 from .config import RunConfig, TrainConfig, to_dict
