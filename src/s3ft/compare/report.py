@@ -242,7 +242,7 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
                 out.append(("table", f"Forgetting: {label}", forgetting_table(data, per_seed)))
     head, rows = values_table(data)
     if rows:
-        out.append(("table", "IFEval accuracy (95% CI: Wilson-like bootstrap over prompts)", (head, rows)))
+        out.append(("table", "IFEval accuracy (95% percentile bootstrap CI over prompts)", (head, rows)))
     if len(labels) > 1:
         out.append(("table", "Mean ± sd over runs (seeds)", aggregate_table(data)))
     for label in labels:
