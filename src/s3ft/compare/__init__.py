@@ -222,7 +222,9 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
                     block["general"] = general_block(base_res, res, tasks, it, bs)
                     block["general"]["cache_keys"] = _cache_keys(res)
                     found = pairs[run.label].setdefault(m, {})
-                    found.update({f"general/{k}": v for k, v in meter.benchmark_pairs(base_res, res, tasks).items()})
+                    # a benchmark with several reported metrics (ifeval) gets them below, not a second `accuracy`
+                    scored = [t for t in tasks if not TASKS[t].report_metrics]
+                    found.update({f"general/{k}": v for k, v in meter.benchmark_pairs(base_res, res, scored).items()})
                     for t in tasks:
                         found.update({f"general/{k}": v for k, v in
                                       metric_pairs(base_res, res, t, TASKS[t].report_metrics).items()})

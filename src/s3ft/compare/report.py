@@ -165,7 +165,9 @@ def _fmt_estimate(e: dict | None, key: str) -> str:
 def _key_label(key: str) -> str:
     kind, _, rest = key.partition("/")
     unit = " pts" if _is_points(key) else ""
-    return f"{rest}{unit}" if kind in ("drift", "in_domain") else f"{kind}: {rest}{unit}"
+    if kind == "in_domain":
+        return f"in-domain {rest}{unit}"
+    return f"{rest}{unit}" if kind == "drift" else f"{kind}: {rest}{unit}"
 
 
 def forgetting_table(data: dict, estimates: dict[str, dict[str, dict]]) -> tuple[list[str], list[list[str]]]:
