@@ -150,6 +150,8 @@ def test_probe_files_give_clear_errors(tmp_path):
 def test_forgetting_config_errors_name_the_key(run_overrides):
     with pytest.raises(S3FTError, match=r"forgetting.controls: unknown control 'nul'"):
         load_config(None, run_overrides + ["forgetting.controls=[nul]"])
+    with pytest.raises(S3FTError, match=r"forgetting.text_file: /nope.jsonl: file not found"):
+        load_config(None, run_overrides + ["forgetting.text_file=/nope.jsonl"])
     with pytest.raises(S3FTError, match=r"forgetting.prompts_limit: must be >= 1"):
         load_config(None, run_overrides + ["forgetting.prompts_limit=0"])
 

@@ -213,6 +213,10 @@ class ForgettingConfig:
         for key in ("text_max_tokens", "max_new_tokens", "batch_size"):
             if getattr(self, key) < 1:
                 raise S3FTError(f"{section}.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("text_file", "prompts_file"):  # checked now, not after hours of earlier stages
+            path = getattr(self, key)
+            if path is not None and not Path(path).expanduser().is_file():
+                raise S3FTError(f"{section}.{key}: {path}: file not found")
         bad = [c for c in self.controls if c not in ("untrained", "planted")]
         if bad:
             raise S3FTError(f"{section}.controls: unknown control {bad[0]!r} (known: untrained, planted)")
