@@ -76,9 +76,10 @@ class Run:
         """Per stage: its artifact's cost over every process that worked on it, and `reused`: whether
         an earlier invocation finished it (see `_cost`)."""
         self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
-        # Batch size, batch compaction and engine resources change speed, not text: not part of the fingerprint.
+        # Batch size, batch compaction, CUDA graphs and engine resources change speed, not text:
+        # not part of the fingerprint.
         self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
-                       if k not in ("batch_size", "compact_batches", "engine_args", "endpoint")}
+                       if k not in ("batch_size", "compact_batches", "cuda_graphs", "engine_args", "endpoint")}
         if cfg.generation.backend == "openai":  # the served model and prompt route; not URL, timeouts
             self.gen_id["endpoint"] = {"model": cfg.generation.endpoint.model, "api": cfg.generation.endpoint.api}
 

@@ -1,0 +1,101 @@
+"""The static-cache decode path (`hf_graph`): on CPU its fixed-shape step runs eagerly and must give
+the eager `generate` path's text; CUDA graph capture and replay are tested in test_cuda.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from test_hf_backend import _rows_ending_at_different_steps
+from test_hf_decode import requests, varied_model_dir  # noqa: F401 (a fixture)
+
+from s3ft.backends.hf import HFBackend
+from s3ft.backends.hf_graph import StaticDecoder, buckets
+from s3ft.config import GenerationConfig, ModelConfig
+
+
+def _generate(model_dir, reqs, static: bool, max_new: int = 16, eos=None, stop_regex=None, **gen):
+    """{id: (text, finish reason, completion tokens)}, the backend, and the bucket of every static step."""
+    backend = HFBackend(str(model_dir), ModelConfig(dtype="float32"), GenerationConfig(**gen))
+    backend.static_decode = static
+    if eos is not None:
+        backend.eos_ids = eos
+    sizes, real = [], StaticDecoder.step
+
+    def step(self, b):
+        sizes.append(b)
+        real(self, b)
+    StaticDecoder.step = step
+    try:
+        out = {g.id: (g.text, g.finish_reason, g.completion_tokens)
+               for batch in backend.generate(reqs, max_new, stop_regex=stop_regex) for g in batch}
+    finally:
+        StaticDecoder.step = real
+    return out, backend, sizes
+
+
+def test_buckets_are_powers_of_two_then_the_batch_size():
+    assert buckets(1) == [1]
+    assert buckets(8) == [1, 2, 4, 8]
+    assert buckets(24) == [1, 2, 4, 8, 16, 24]
+
+
+def test_static_step_decodes_what_the_eager_path_does_with_a_shared_prefix(varied_model_dir):  # noqa: F811
+    reqs = requests(6, system="You are a careful solver. Think step by step and state the answer at the end.")
+    eager, _, eager_sizes = _generate(varied_model_dir, reqs, static=False, batch_size=8)
+    static, backend, sizes = _generate(varied_model_dir, reqs, static=True, batch_size=8)
+    assert static == eager and not eager_sizes
+    dec = backend._static
+    assert sizes and set(sizes) == {6} and dec.capacity == 6  # one bucket: all rows run to the budget
+    assert dec.captures == 0  # on CPU the step runs eagerly
+
+
+def test_static_path_refills_and_compacts_slots_with_the_same_text(tokenizer_dir, tmp_path):
+    """Rows end at different steps: waiting prompts take free slots, then live rows move into smaller buckets."""
+    reqs, eos = _rows_ending_at_different_steps(tokenizer_dir, tmp_path, 16)
+    eager, _, _ = _generate(tmp_path, reqs, static=False, max_new=24, eos=eos, batch_size=4)
+    static, _, sizes = _generate(tmp_path, reqs, static=True, max_new=24, eos=eos, batch_size=4)
+    assert {r for _, r, _ in eager.values()} == {"stop", "length"}
+    assert static == eager
+    first_small = next(i for i, b in enumerate(sizes) if b < 4)
+    assert first_small > 8 and set(sizes[first_small:]) <= {1, 2}  # full while prompts wait, then smaller
+
+
+def test_answer_stop_cuts_the_same_text_on_the_static_path(varied_model_dir):  # noqa: F811
+    reqs = requests(5)
+    plain, _, _ = _generate(varied_model_dir, reqs, static=False, max_new=24, batch_size=8)
+    texts = [t for t, _, _ in plain.values() if len(t) > 20]
+    pattern = re.escape(texts[0][8:12])  # a piece of one answer's text: that row stops early
+    eager, _, _ = _generate(varied_model_dir, reqs, static=False, max_new=24, stop_regex=pattern, batch_size=8)
+    static, _, _ = _generate(varied_model_dir, reqs, static=True, max_new=24, stop_regex=pattern, batch_size=8)
+    assert "stop" in {r for _, r, _ in eager.values()}
+    # Token counts of regex-stopped rows depend on how often each path checks; the text does not.
+    assert {k: v[:2] for k, v in static.items()} == {k: v[:2] for k, v in eager.items()}
+
+
+def test_cpu_keeps_the_eager_generate_path_by_default(varied_model_dir, monkeypatch):  # noqa: F811
+    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(cuda_graphs=True))
+    assert backend.model.device.type == "cpu" and not backend.static_decode
+    calls, real = [], backend.model.generate
+    monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(1) or real(**kw))
+    monkeypatch.setattr(StaticDecoder, "__init__", lambda *a, **kw: pytest.fail("static cache built on CPU"))
+    texts = [g.text for b in backend.generate(requests(3), 8) for g in b]
+    assert len(texts) == 3 and calls and backend._static is None
+
+
+def test_sampling_stays_on_the_eager_path(varied_model_dir, monkeypatch):  # noqa: F811
+    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(temperature=0.7))
+    backend.static_decode = True
+    monkeypatch.setattr(StaticDecoder, "__init__", lambda *a, **kw: pytest.fail("static cache used for sampling"))
+    assert len([g for b in backend.generate(requests(3), 8) for g in b]) == 3
+
+
+def test_static_decoder_is_reused_across_calls_that_fit(varied_model_dir):  # noqa: F811
+    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
+    backend.static_decode = True
+    list(backend.generate(requests(8), 12))
+    dec = backend._static
+    list(backend.generate(requests(8)[::-1], 8))  # same batch size, shorter budget: same buffers
+    assert backend._static is dec
+    assert isinstance(dec.keys[0], torch.Tensor) and dec.keys[0].shape[0] == 4
