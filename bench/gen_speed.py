@@ -6,17 +6,28 @@ with the same chat template), same greedy decoding and token limit, measured sid
 in one run. llama.cpp serves the GGUF file itself (Q4_1 weights, its own kernels); the HF
 sides run the de-quantized model in the config's dtype. Prints the ratios of wall times
 and tokens/s; `--json` writes the figures. The batched sides take well under a minute, so they
-run `--repeats` times, alternating, and report the median (run to run this VM varies by ~10%);
-the naive loop (7 min) and llama.cpp run once, over many prompts in a row. A last side has
+run `--repeats` times, alternating, after one full-size warm-up run (the first full batch pays
+allocation and first-call costs, and on CUDA captures the decode graphs), and report the min and
+median (run to run this VM varies by ~10%); the naive loop (7 min) and llama.cpp run once, over
+many prompts in a row (`--naive-n` of them: its tokens/s is what is compared). A last side has
 llama.cpp batch the prompts itself (`llamacpp_batched.py`, its low-level API), to show what
 its engine reaches here when it is not answering one prompt at a time.
 
+On CUDA the backend decodes with CUDA graphs (`generation.cuda_graphs`); a side with them off
+gives today's eager path for comparison. `steps` times one decode step at each batch size, for
+the static step (graph-replayed on CUDA) and for an eager forward, next to the step's floor:
+the weights' bytes over the memory bandwidth a device-to-device copy reaches in the same run.
+`--shape` times a random-weight model of a real model's shape (`shapes.py`), no weights needed:
+
     python bench/gen_speed.py --n 48 --json bench/results/gen_speed.json
+    python bench/gen_speed.py --shape 1.5b --dtype bfloat16 --n 256 --max-new-tokens 256 --skip-llamacpp
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,9 +38,12 @@ import llamacpp_batched
 from emit import emit, peak_rss_mib
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend, render_prompt
+from s3ft.backends.hf_decode import growing_cache
+from s3ft.backends.hf_graph import buckets
 from s3ft.config import load_config
 from s3ft.models import load_model, load_tokenizer, materialize, resolve
 from s3ft.tasks import get_task
+from shapes import SHAPES, random_model_dir
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "s3ft" / "configs" / "demo.yaml"
 
@@ -70,12 +84,91 @@ def batched(backend, requests, max_new_tokens, stop_regex=None) -> tuple[float, 
     return time.perf_counter() - t0, tokens
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, mib: int) -> float:
+    """Bytes/s a device-to-device copy moves (each byte read once and written once)."""
+    src = torch.empty(mib << 20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    t0, n = time.perf_counter(), 5
+    for _ in range(n):
+        dst.copy_(src)
+    sync(device)
+    return 2 * src.numel() * n / (time.perf_counter() - t0)
+
+
+def weight_bytes_per_step(model) -> int:
+    """Bytes of weights one decode step reads: all parameters, less an untied input embedding (a lookup)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return total - (emb.numel() * emb.element_size() if emb.data_ptr() != head.data_ptr() else 0)
+
+
+@torch.inference_mode()
+def step_times(backend, prompt_ids: list[int], sizes: list[int], steps: int) -> dict[int, dict]:
+    """Seconds per decode step at each batch size: the static step (if the backend built one), and an
+    eager forward over a growing cache holding `prompt_ids` (generate's step without its bookkeeping)."""
+    model, device, out = backend.model, backend.model.device, {}
+    dec = backend._static
+    for b in sizes:
+        row: dict = {}
+        if dec is not None and b <= dec.capacity:
+            b_static = next(x for x in buckets(dec.capacity) if x >= b)
+            dec.free(list(range(dec.capacity)))
+            for _ in range(2):  # captures the bucket's graph if the run did not
+                dec.step(b_static)
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                dec.step(b_static)
+            sync(device)
+            row["static_s"] = (time.perf_counter() - t0) / steps
+            row["static_bucket"] = b_static
+            dec.free(list(range(dec.capacity)))
+        cache = growing_cache(model)
+        ids = torch.tensor([prompt_ids] * b, device=device)
+        nxt = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            nxt = model(input_ids=nxt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        sync(device)
+        row["eager_s"] = (time.perf_counter() - t0) / steps
+        out[b] = row
+        del cache
+    return out
+
+
+def summary_of(runs: list[tuple[float, int]]) -> dict:
+    walls = [r[0] for r in runs]
+    wall, tokens = statistics.median(walls), runs[0][1]
+    return {"wall_s": round(wall, 3), "min_wall_s": round(min(walls), 3), "tokens": tokens,
+            "tokens_per_s": round(tokens / wall, 1), "max_tokens_per_s": round(tokens / min(walls), 1),
+            "runs_s": [round(w, 3) for w in walls]}
+
+
 def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=48, help="prompts (the naive loop takes ~5 s each on 2 cores)")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each batched side (median)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each batched side (min, median)")
     ap.add_argument("--model", default=None, help="another model (hub id, directory, .gguf) instead of the demo's")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="a random-weight model of this shape (shapes.py) with the demo's tokenizer")
+    ap.add_argument("--tokenizer", default=os.environ.get("S3FT_TEST_TOKENIZER"),
+                    help="tokenizer directory for --shape (default: $S3FT_TEST_TOKENIZER, else the demo model's)")
+    ap.add_argument("--naive-n", type=int, default=None, help="prompts for the naive loop (default: all)")
+    ap.add_argument("--eager-repeats", type=int, default=1,
+                    help="timed runs with CUDA graphs off (today's eager path), where the backend uses them")
+    ap.add_argument("--step-sizes", default="1,8,16,32,64", help="batch sizes of the per-step timings")
+    ap.add_argument("--step-count", type=int, default=32, help="decode steps timed per batch size")
+    ap.add_argument("--static", action="store_true",
+                    help="the static-cache decode path even off CUDA (there its step runs eagerly)")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16 on a GPU")
     ap.add_argument("--skip-llamacpp", action="store_true", help="leave out the llama.cpp server side")
@@ -89,6 +182,10 @@ def main() -> dict:
         cfg.model.name_or_path = args.model
     if args.dtype:
         cfg.model.dtype = args.dtype
+    if args.shape:
+        tokenizer = args.tokenizer or materialize(cfg.model)
+        dtype = cfg.model.dtype if cfg.model.dtype not in ("auto", None) else "bfloat16"
+        cfg.model.name_or_path = random_model_dir(args.shape, tokenizer, dtype)
     if args.max_new_tokens:
         cfg.generation.max_new_tokens = args.max_new_tokens
     task = get_task(cfg.data)
@@ -97,16 +194,38 @@ def main() -> dict:
     tok = load_tokenizer(path)
     model = load_model(path, cfg.model)
     backend = HFBackend(path, cfg.model, cfg.generation, model=model, tokenizer=tok)
+    backend.static_decode = backend.static_decode or args.static
     max_new = cfg.generation.max_new_tokens
 
-    batched(backend, requests[:2], 8)  # warm-up: first-call costs (CUDA context, kernels) are not throughput
+    # Warm-up at full size: allocation, first calls and (on CUDA) graph capture are not throughput.
+    batched(backend, requests, max_new)
     stop_runs, plain_runs = [], []
     for _ in range(args.repeats):
         stop_runs.append(batched(backend, requests, max_new, task.answer_complete))
         plain_runs.append(batched(backend, requests, max_new))  # batching alone, no early stop
-    b_wall, b_tok = statistics.median(r[0] for r in stop_runs), stop_runs[0][1]
-    plain_wall, plain_tok = statistics.median(r[0] for r in plain_runs), plain_runs[0][1]
-    n_wall, n_tok = naive(model, tok, requests, max_new, backend.eos_ids)
+    b, plain = summary_of(stop_runs), summary_of(plain_runs)
+    b_wall, b_tok, plain_wall, plain_tok = b["wall_s"], b["tokens"], plain["wall_s"], plain["tokens"]
+    eager = None
+    if backend.static_decode and args.eager_repeats:  # today's path, on the same model and prompts
+        eager_backend = HFBackend(path, cfg.model, dataclasses.replace(cfg.generation, cuda_graphs=False),
+                                  model=model, tokenizer=tok)
+        batched(eager_backend, requests[:cfg.generation.batch_size], max_new)
+        eager = summary_of([batched(eager_backend, requests, max_new, task.answer_complete)
+                            for _ in range(args.eager_repeats)])
+    device = model.device
+    bandwidth = copy_bandwidth(device, 2048 if device.type == "cuda" else 256)
+    floor_s = weight_bytes_per_step(model) / bandwidth
+    first_ids = tok(render_prompt(tok, requests[0]), add_special_tokens=False)["input_ids"]
+    sizes = [int(x) for x in args.step_sizes.split(",") if int(x) <= cfg.generation.batch_size]
+    steps = {}  # batch size -> per-step ms and fraction of the floor, per side
+    for size, row in step_times(backend, first_ids, sizes, args.step_count).items():
+        steps[size] = {"static_bucket": row.get("static_bucket")}
+        for side in ("static", "eager"):
+            if f"{side}_s" in row:
+                steps[size][f"{side}_ms"] = round(row[f"{side}_s"] * 1000, 3)
+                steps[size][f"{side}_fraction_of_floor"] = round(floor_s / row[f"{side}_s"], 3)
+    naive_requests = requests[:args.naive_n] if args.naive_n else requests
+    n_wall, n_tok = naive(model, tok, naive_requests, max_new, backend.eos_ids)
     gguf = resolve(cfg.model)
     lc = lcb = None
     parallel = min(cfg.generation.batch_size, len(requests))  # llama.cpp batches as many as s3ft does
@@ -117,18 +236,27 @@ def main() -> dict:
             ids = [tok(render_prompt(tok, r), add_special_tokens=False)["input_ids"] for r in requests]
             lcb = llamacpp_batched.generate(gguf_file, ids, max_new, backend.eos_ids, torch.get_num_threads(),
                                             parallel=parallel)
+    import transformers
+    n_rate = n_tok / n_wall
     result = {
-        "model": cfg.model.name_or_path, "dtype": str(model.dtype), "device": str(model.device),
+        "model": cfg.model.name_or_path, "shape": args.shape, "dtype": str(model.dtype), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(), "prompts": len(requests), "max_new_tokens": max_new,
-        "batch_size": cfg.generation.batch_size,
-        "s3ft_hf": {"wall_s": round(b_wall, 2), "tokens": b_tok, "tokens_per_s": round(b_tok / b_wall, 1),
-                    "runs_s": [round(r[0], 2) for r in stop_runs]},
-        "s3ft_hf_without_answer_stop": {"wall_s": round(plain_wall, 2), "tokens": plain_tok,
-                                        "tokens_per_s": round(plain_tok / plain_wall, 1),
-                                        "runs_s": [round(r[0], 2) for r in plain_runs]},
-        "naive_loop": {"wall_s": round(n_wall, 2), "tokens": n_tok, "tokens_per_s": round(n_tok / n_wall, 1)},
-        "speedup_wall": round(n_wall / b_wall, 2),
-        "speedup_batching_only": round(n_wall / plain_wall, 2),
+        "batch_size": cfg.generation.batch_size, "cuda_graphs": backend.static_decode and device.type == "cuda",
+        "static_decode": backend.static_decode, "repeats": args.repeats,
+        "s3ft_hf": b,
+        "s3ft_hf_without_answer_stop": plain,
+        **({"s3ft_hf_eager": eager, "speedup_vs_eager_tokens_per_s": round(b["tokens_per_s"] / eager["tokens_per_s"], 2)}
+           if eager else {}),
+        "naive_loop": {"wall_s": round(n_wall, 2), "prompts": len(naive_requests), "tokens": n_tok,
+                       "tokens_per_s": round(n_rate, 1)},
+        # Ratios of tokens/s: the naive loop may run on fewer prompts (`--naive-n`).
+        "speedup_tokens_per_s": round(b["tokens_per_s"] / n_rate, 2),
+        "speedup_batching_only_tokens_per_s": round(plain["tokens_per_s"] / n_rate, 2),
+        "weight_bytes_per_step": weight_bytes_per_step(model), "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+        "floor_step_ms": round(floor_s * 1000, 3),
+        "steps_ms": steps,
         **({"llamacpp_server_serial": {"wall_s": round(lc[0], 2), "tokens": lc[1],
                                          "tokens_per_s": round(lc[1] / lc[0], 1), "weights": gguf[1]},
             "speedup_vs_llamacpp": round(lc[0] / b_wall, 2)} if lc else {}),
@@ -137,8 +265,15 @@ def main() -> dict:
             "llamacpp_batched_vs_serial_tokens_per_s": round((lcb[1] / lcb[0]) / (lc[1] / lc[0]), 2)} if lcb else {}),
         "peak_rss_mib": peak_rss_mib(),
     }
-    summary = (f"s3ft HF backend is {result['speedup_wall']}x faster than the naive loop "
-               f"({b_wall:.1f} s vs {n_wall:.1f} s for {len(requests)} prompts)")
+    summary = (f"s3ft HF backend: {b['tokens_per_s']} tokens/s (median of {args.repeats}, best "
+               f"{b['max_tokens_per_s']}), {result['speedup_tokens_per_s']}x the naive loop's {n_rate:.1f}")
+    if eager:
+        summary += f", {result['speedup_vs_eager_tokens_per_s']}x the eager path's {eager['tokens_per_s']}"
+    summary += f"\nper decode step (the bandwidth floor: {floor_s * 1000:.3f} ms):"
+    for size, row in steps.items():
+        summary += f"\n  batch {size}: " + ", ".join(
+            f"{side} {row[side + '_ms']} ms ({row[side + '_fraction_of_floor']} of the floor)"
+            for side in ("static", "eager") if side + "_ms" in row)
     if lc:
         summary += (f"\nand {result['speedup_vs_llamacpp']}x faster than llama.cpp's server answering one prompt "
                     f"at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")
