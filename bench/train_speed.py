@@ -9,12 +9,17 @@ warm-up of each, and both sides are timed end to end: load model, build trainer,
 save the adapter. Before timing, the two trainers' tokenized datasets are checked equal.
 
     python bench/train_speed.py --rows 48 --repeats 5 --json bench/results/train_speed.json
+    python bench/train_speed.py --shape 1.5b --dtype bfloat16 --repeats 3   # a GPU: Qwen2.5-1.5B's dims
+
+`--shape` trains a random-weight model of a real model's shape (`shapes.py`): speed depends on
+the shape, and a GPU machine without network has no weights to load.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -27,6 +32,7 @@ from s3ft.config import load_config
 from s3ft.models import materialize, pick_device, pick_dtype
 from s3ft.tasks import get_task
 from s3ft.train import build_trainer, train
+from shapes import SHAPES, random_model_dir
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "s3ft" / "configs" / "demo.yaml"
 
@@ -74,6 +80,11 @@ def main() -> dict:
     ap.add_argument("--epochs", type=float, default=None, help="default: the demo config's")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs of each side (this VM drifts ~10%%)")
     ap.add_argument("--model", default=None, help="another model instead of the demo's")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="a random-weight model of this shape (shapes.py) with the demo's tokenizer")
+    ap.add_argument("--tokenizer", default=os.environ.get("S3FT_TEST_TOKENIZER"),
+                    help="tokenizer directory for --shape (default: $S3FT_TEST_TOKENIZER, else the demo model's)")
+    ap.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16 on a GPU")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -82,6 +93,12 @@ def main() -> dict:
         cfg.model.name_or_path = args.model
     if args.epochs:
         cfg.train.epochs = args.epochs
+    if args.dtype:
+        cfg.model.dtype = args.dtype
+    if args.shape:
+        tokenizer = args.tokenizer or materialize(cfg.model)
+        dtype = cfg.model.dtype if cfg.model.dtype != "auto" else "bfloat16"
+        cfg.model.name_or_path = random_model_dir(args.shape, tokenizer, dtype)
     task = get_task(cfg.data)
     rows = [{"id": e.id, "messages": task.messages(e), "target": e.gold, "source": "gold", "reason": "gold"}
             for e in task.load("train")]
@@ -120,7 +137,7 @@ def main() -> dict:
                       "train_samples_per_s": round(n / train_s, 2), "runs_wall_s": [round(r["wall_s"], 2) for r in rs]}
     t = cfg.train
     result = {
-        "model": cfg.model.name_or_path, "device": pick_device(cfg.model.device), "threads": torch.get_num_threads(),
+        "model": cfg.model.name_or_path, "shape": args.shape, "device": pick_device(cfg.model.device), "threads": torch.get_num_threads(),
         "rows": len(rows), "epochs": t.epochs, "tokens_per_epoch": tokens, "repeats": args.repeats,
         "settings": {"lora_r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
                      "learning_rate": t.learning_rate, "batch_size": t.batch_size, "max_length": t.max_length,
