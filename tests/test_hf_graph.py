@@ -91,11 +91,30 @@ def test_sampling_stays_on_the_eager_path(varied_model_dir, monkeypatch):  # noq
     assert len([g for b in backend.generate(requests(3), 8) for g in b]) == 3
 
 
-def test_static_decoder_is_reused_across_calls_that_fit(varied_model_dir):  # noqa: F811
-    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
-    backend.static_decode = True
-    list(backend.generate(requests(8), 12))
+def test_static_decoder_is_reused_across_calls_that_fit_with_the_same_text(varied_model_dir):  # noqa: F811
+    def static_backend():
+        backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
+        backend.static_decode = True
+        return backend
+
+    def texts(backend, reqs, max_new):
+        return {g.id: g.text for b in backend.generate(reqs, max_new) for g in b}
+    backend = static_backend()
+    next(iter(backend.generate(requests(8), 12)))  # abandoned mid-way: slots left with rows in them
     dec = backend._static
-    list(backend.generate(requests(8)[::-1], 8))  # same batch size, shorter budget: same buffers
-    assert backend._static is dec
-    assert isinstance(dec.keys[0], torch.Tensor) and dec.keys[0].shape[0] == 4
+    again = texts(backend, requests(8)[::-1], 8)  # same batch size, shorter budget: same buffers
+    assert backend._static is dec and dec.keys[0].shape[0] == 4
+    assert again == texts(static_backend(), requests(8)[::-1], 8)
+
+
+def test_free_slots_stay_inside_the_cache_however_long_they_run(varied_model_dir):  # noqa: F811
+    """A slot without a row still runs inside its bucket; it must never write past the last column."""
+    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=2))
+    backend.static_decode = True
+    list(backend.generate(requests(2), 4))
+    dec = backend._static
+    with torch.inference_mode():  # the decoder's tensors are inference tensors, as in `generate`
+        dec.free([0, 1])
+        for _ in range(dec.length + 3):
+            dec.step(2)
+    assert dec.cols.tolist() == [dec.length - 1] * 2 and int(dec.pos.max()) == dec.length - 1

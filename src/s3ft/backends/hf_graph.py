@@ -118,8 +118,10 @@ class StaticDecoder:
         logits = self.model(input_ids=self.tok[:b], position_ids=self.pos[:b], attention_mask=bias,
                             past_key_values=self._cache(b), use_cache=True, **self.extra).logits
         self.tok[:b, 0] = logits[:, -1].argmax(-1)
-        self.cols[:b] += 1
-        self.pos[:b] += 1
+        # A row never reaches the last column (`decode_slots` sizes the cache); a free slot may run
+        # for many steps, so it stays on the last column instead of writing past the buffer.
+        self.cols[:b] = (self.cols[:b] + 1).clamp_(max=self.length - 1)
+        self.pos[:b] = (self.pos[:b] + 1).clamp_(max=self.length - 1)
 
     def step(self, b: int) -> None:
         if not (self.graphs and self.tok.is_cuda):
@@ -131,16 +133,18 @@ class StaticDecoder:
         self.replays += 1
 
     def _capture(self, b: int) -> torch.cuda.CUDAGraph:
-        # Warm-up runs on a side stream (lazy initialisation, cuBLAS workspaces) change the state;
-        # it is put back, so a capture happens between two steps without changing the text.
-        saved = [t.clone() for t in self.state]
+        # Warm-up runs on a side stream (lazy initialisation, cuBLAS workspaces) advance the rows;
+        # their positions and masks are put back, so a capture happens between two steps without
+        # changing the text. The keys and values they wrote are in columns no row attends to yet.
+        small = [self.tok, self.cols, self.pos, self.valid]
+        saved = [t.clone() for t in small]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
                 self._step(b)
         torch.cuda.current_stream().wait_stream(stream)
-        for t, s in zip(self.state, saved):
+        for t, s in zip(small, saved):
             t.copy_(s)
         del saved
         if self.pool is None:
@@ -209,6 +213,8 @@ def decode_slots(backend: HFBackend, waiting: list[int], ids: list[list[int]], m
                         dec = backend._static = None  # the old buffers go before the new ones are allocated
                         dec = backend._static = StaticDecoder(model, capacity, length, cache,
                                                               graphs=model.device.type == "cuda")
+                    else:
+                        dec.free(list(range(capacity)))  # slots an abandoned call left behind
                 dec.admit(free[:len(batch)], cache, mask, first)
                 for s, j, t in zip(free, batch, first.tolist()):
                     slot_row[s], new[j] = j, [t]
@@ -233,8 +239,8 @@ def decode_slots(backend: HFBackend, waiting: list[int], ids: list[list[int]], m
         for s, toks in enumerate(got):
             if slot_row[s] is not None:
                 new[slot_row[s]] += toks
-        finished = [s for s, j in enumerate(slot_row)
-                    if j is not None and _row_done(tok, new[j], max_new_tokens, eos, stop, regex, every)]
+        finished = _finished(tok, {s: new[j] for s, j in enumerate(slot_row) if j is not None}, max_new_tokens,
+                             eos, stop, regex, every)
         if not finished:
             continue
         yield [(slot_row[s], backend._decode(new.pop(slot_row[s])[:max_new_tokens], stop, stop_regex))
@@ -252,13 +258,17 @@ def decode_slots(backend: HFBackend, waiting: list[int], ids: list[list[int]], m
                 slot_row[d], slot_row[s] = slot_row[s], None
 
 
-def _row_done(tok, row: list[int], max_new: int, eos: set[int], stop: tuple[str, ...], regex, every: int) -> bool:
-    if len(row) >= max_new or eos.intersection(row):
-        return True
+def _finished(tok, rows: dict[int, list[int]], max_new: int, eos: set[int], stop: tuple[str, ...], regex,
+              every: int) -> list[int]:
+    """Slots whose row is out of budget, has an end-of-turn token, or shows a stop string or the
+    end-of-answer pattern in its last tokens (AnswerComplete's window; one batched decode)."""
+    done = [s for s, row in rows.items() if len(row) >= max_new or eos.intersection(row)]
     if not (stop or regex):
-        return False
-    tail = tok.decode(row[-(24 + every):], skip_special_tokens=True)  # AnswerComplete's window
-    return any(s in tail for s in stop) or bool(regex and regex.search(tail))
+        return done
+    rest = [s for s in rows if s not in done]
+    tails = tok.batch_decode([rows[s][-(24 + every):] for s in rest], skip_special_tokens=True)
+    return sorted(done + [s for s, t in zip(rest, tails)
+                          if any(x in t for x in stop) or (regex and regex.search(t))])
 
 
 def _prefill(backend: HFBackend, batch_ids: list[list[int]]):
