@@ -93,7 +93,8 @@ class GenerationConfig:
     Same text either way."""
     cuda_graphs: bool = True
     """HF backend on CUDA, greedy: decode on a static KV cache with the step captured as CUDA graphs (one
-    per bucketed batch size) and replayed; false keeps the eager `generate` path. No effect on CPU."""
+    per bucketed batch size) and replayed; false keeps the eager `generate` path. No effect on CPU, with
+    sampling, or for models with sliding-window layers or an attention other than sdpa/eager."""
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0

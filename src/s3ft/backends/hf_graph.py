@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from .hf_decode import growing_cache, unwrap
+from .hf_decode import growing_cache, refillable, unwrap
 
 if TYPE_CHECKING:
     from .hf import HFBackend
@@ -52,10 +52,8 @@ class SlotLayer(DynamicLayer):
 def static_decode_supported(model, forward_params) -> bool:
     """The fixed-shape step can run `model`: full-attention layers only (what `growing_cache` turns into
     `GrowingLayer`), position ids taken by `forward`, and an attention that accepts a 4-D additive mask."""
-    cache = growing_cache(model)
     attn = unwrap(model).config._attn_implementation
-    return (cache is not None and all(type(layer).__name__ == "GrowingLayer" for layer in cache.layers)
-            and "position_ids" in forward_params and attn in ("sdpa", "eager"))
+    return refillable(growing_cache(model)) and "position_ids" in forward_params and attn in ("sdpa", "eager")
 
 
 def buckets(capacity: int) -> list[int]:
@@ -210,7 +208,7 @@ def decode_slots(backend: HFBackend, waiting: list[int], ids: list[list[int]], m
                 if dec is None:
                     dec = backend._static
                     if dec is None or not dec.fits(capacity, length, cache):
-                        dec = backend._static = None  # the old buffers go before the new ones are allocated
+                        backend._static = None  # the old buffers go before the new ones are allocated
                         dec = backend._static = StaticDecoder(model, capacity, length, cache,
                                                               graphs=model.device.type == "cuda")
                     else:
