@@ -118,3 +118,18 @@ def test_free_slots_stay_inside_the_cache_however_long_they_run(varied_model_dir
         for _ in range(dec.length + 3):
             dec.step(2)
     assert dec.cols.tolist() == [dec.length - 1] * 2 and int(dec.pos.max()) == dec.length - 1
+
+
+def test_static_step_decodes_a_qwen2_model_as_the_eager_path_does(tokenizer_dir, tmp_path):
+    """The 1.5B bench shape is Qwen2 (biased q/k/v projections, its own mask mapping)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, initializer_range=1.0,
+                                 pad_token_id=tok.pad_token_id)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    reqs = requests(6, system="You are a careful solver. Think step by step and state the answer at the end.")
+    eager, _, _ = _generate(tmp_path, reqs, static=False, batch_size=4)
+    static, _, sizes = _generate(tmp_path, reqs, static=True, batch_size=4)
+    assert sizes and static == eager
