@@ -204,7 +204,7 @@ def main() -> dict:
         stop_runs.append(batched(backend, requests, max_new, task.answer_complete))
         plain_runs.append(batched(backend, requests, max_new))  # batching alone, no early stop
     b, plain = summary_of(stop_runs), summary_of(plain_runs)
-    b_wall, b_tok, plain_wall, plain_tok = b["wall_s"], b["tokens"], plain["wall_s"], plain["tokens"]
+    b_wall = b["wall_s"]
     eager = None
     if backend.static_decode and args.eager_repeats:  # today's path, on the same model and prompts
         eager_backend = HFBackend(path, cfg.model, dataclasses.replace(cfg.generation, cuda_graphs=False),
@@ -247,8 +247,8 @@ def main() -> dict:
         "static_decode": backend.static_decode, "repeats": args.repeats,
         "s3ft_hf": b,
         "s3ft_hf_without_answer_stop": plain,
-        **({"s3ft_hf_eager": eager, "speedup_vs_eager_tokens_per_s": round(b["tokens_per_s"] / eager["tokens_per_s"], 2)}
-           if eager else {}),
+        **({"s3ft_hf_eager": eager,
+            "speedup_vs_eager_tokens_per_s": round(b["tokens_per_s"] / eager["tokens_per_s"], 2)} if eager else {}),
         "naive_loop": {"wall_s": round(n_wall, 2), "prompts": len(naive_requests), "tokens": n_tok,
                        "tokens_per_s": round(n_rate, 1)},
         # Ratios of tokens/s: the naive loop may run on fewer prompts (`--naive-n`).

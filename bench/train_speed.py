@@ -137,7 +137,8 @@ def main() -> dict:
                       "train_samples_per_s": round(n / train_s, 2), "runs_wall_s": [round(r["wall_s"], 2) for r in rs]}
     t = cfg.train
     result = {
-        "model": cfg.model.name_or_path, "shape": args.shape, "device": pick_device(cfg.model.device), "threads": torch.get_num_threads(),
+        "model": cfg.model.name_or_path, "shape": args.shape, "device": pick_device(cfg.model.device),
+        "threads": torch.get_num_threads(),
         "rows": len(rows), "epochs": t.epochs, "tokens_per_epoch": tokens, "repeats": args.repeats,
         "settings": {"lora_r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
                      "learning_rate": t.learning_rate, "batch_size": t.batch_size, "max_length": t.max_length,

@@ -47,6 +47,22 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def varied_model_dir(tokenizer_dir, tmp_path_factory):
+    """Large random weights: varied tokens (the shared tiny model repeats one)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         initializer_range=1.0, pad_token_id=tok.pad_token_id))
+    out = tmp_path_factory.mktemp("varied")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def run_overrides(tiny_model_dir, tmp_path):
     """--set style overrides for a fast run of the whole pipeline on the tiny model."""

@@ -10,11 +10,10 @@ import torch
 
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend
-from s3ft.backends.hf_graph import buckets
 from s3ft.config import GenerationConfig, ModelConfig, load_config
 from s3ft.models import load_model, pick_dtype
 from s3ft.pipeline import run_pipeline
-from test_hf_decode import requests, varied_model_dir  # noqa: F401 (a fixture)
+from test_hf_decode import requests
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -50,7 +49,7 @@ def _texts(backend, reqs, max_new=16) -> dict[str, str]:
     return {g.id: g.text for b in backend.generate(reqs, max_new) for g in b}
 
 
-def test_cuda_graph_decoding_gives_the_eager_paths_text(varied_model_dir):  # noqa: F811
+def test_cuda_graph_decoding_gives_the_eager_paths_text(varied_model_dir):
     reqs = requests(12, system="You are a careful solver. Think step by step and state the answer at the end.")
     cfg = ModelConfig(dtype="float32")
     model = load_model(str(varied_model_dir), cfg)
@@ -68,7 +67,7 @@ def test_cuda_graph_decoding_gives_the_eager_paths_text(varied_model_dir):  # no
     assert sum(plain[k] == graphs[k] for k in plain) >= len(plain) - 1
 
 
-def test_bucketed_batch_sizes_reuse_captured_graphs(varied_model_dir):  # noqa: F811
+def test_bucketed_batch_sizes_reuse_captured_graphs(varied_model_dir):
     backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
     backend.eos_ids = []  # every row runs to the budget: 4 rows together, then the last 2 in slots 0 and 1
     _texts(backend, requests(6), 24)

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from s3ft.backends import GenRequest
 from s3ft.backends.hf import HFBackend, render_prompt
 from s3ft.backends.hf_decode import GrowingLayer, blocked_vocab_projection, growing_cache
 from s3ft.config import GenerationConfig, ModelConfig
-
-
-@pytest.fixture(scope="module")
-def varied_model_dir(tokenizer_dir, tmp_path_factory):
-    """Large random weights: varied tokens (the shared tiny model repeats one)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         initializer_range=1.0, pad_token_id=tok.pad_token_id))
-    out = tmp_path_factory.mktemp("varied")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def requests(n: int, system: str = "") -> list[GenRequest]:

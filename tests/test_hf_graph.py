@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 from test_hf_backend import _rows_ending_at_different_steps
-from test_hf_decode import requests, varied_model_dir  # noqa: F401 (a fixture)
+from test_hf_decode import requests
 
 from s3ft.backends.hf import HFBackend
 from s3ft.backends.hf_graph import StaticDecoder, buckets
@@ -41,7 +41,7 @@ def test_buckets_are_powers_of_two_then_the_batch_size():
     assert buckets(24) == [1, 2, 4, 8, 16, 24]
 
 
-def test_static_step_decodes_what_the_eager_path_does_with_a_shared_prefix(varied_model_dir):  # noqa: F811
+def test_static_step_decodes_what_the_eager_path_does_with_a_shared_prefix(varied_model_dir):
     reqs = requests(6, system="You are a careful solver. Think step by step and state the answer at the end.")
     eager, _, eager_sizes = _generate(varied_model_dir, reqs, static=False, batch_size=8)
     static, backend, sizes = _generate(varied_model_dir, reqs, static=True, batch_size=8)
@@ -62,7 +62,7 @@ def test_static_path_refills_and_compacts_slots_with_the_same_text(tokenizer_dir
     assert first_small > 8 and set(sizes[first_small:]) <= {1, 2}  # full while prompts wait, then smaller
 
 
-def test_answer_stop_cuts_the_same_text_on_the_static_path(varied_model_dir):  # noqa: F811
+def test_answer_stop_cuts_the_same_text_on_the_static_path(varied_model_dir):
     reqs = requests(5)
     plain, _, _ = _generate(varied_model_dir, reqs, static=False, max_new=24, batch_size=8)
     texts = [t for t, _, _ in plain.values() if len(t) > 20]
@@ -74,7 +74,7 @@ def test_answer_stop_cuts_the_same_text_on_the_static_path(varied_model_dir):  #
     assert {k: v[:2] for k, v in static.items()} == {k: v[:2] for k, v in eager.items()}
 
 
-def test_cpu_keeps_the_eager_generate_path_by_default(varied_model_dir, monkeypatch):  # noqa: F811
+def test_cpu_keeps_the_eager_generate_path_by_default(varied_model_dir, monkeypatch):
     backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(cuda_graphs=True))
     assert backend.model.device.type == "cpu" and not backend.static_decode
     calls, real = [], backend.model.generate
@@ -84,14 +84,14 @@ def test_cpu_keeps_the_eager_generate_path_by_default(varied_model_dir, monkeypa
     assert len(texts) == 3 and calls and backend._static is None
 
 
-def test_sampling_stays_on_the_eager_path(varied_model_dir, monkeypatch):  # noqa: F811
+def test_sampling_stays_on_the_eager_path(varied_model_dir, monkeypatch):
     backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(temperature=0.7))
     backend.static_decode = True
     monkeypatch.setattr(StaticDecoder, "__init__", lambda *a, **kw: pytest.fail("static cache used for sampling"))
     assert len([g for b in backend.generate(requests(3), 8) for g in b]) == 3
 
 
-def test_static_decoder_is_reused_across_calls_that_fit_with_the_same_text(varied_model_dir):  # noqa: F811
+def test_static_decoder_is_reused_across_calls_that_fit_with_the_same_text(varied_model_dir):
     def static_backend():
         backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
         backend.static_decode = True
@@ -107,7 +107,7 @@ def test_static_decoder_is_reused_across_calls_that_fit_with_the_same_text(varie
     assert again == texts(static_backend(), requests(8)[::-1], 8)
 
 
-def test_free_slots_stay_inside_the_cache_however_long_they_run(varied_model_dir):  # noqa: F811
+def test_free_slots_stay_inside_the_cache_however_long_they_run(varied_model_dir):
     """A slot without a row still runs inside its bucket; it must never write past the last column."""
     backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=2))
     backend.static_decode = True
