@@ -97,8 +97,9 @@ class StaticDecoder:
         return [self.tok, self.cols, self.pos, self.valid, *self.keys, *self.values]
 
     def fits(self, capacity: int, length: int, like: DynamicCache) -> bool:
+        """Rows of `like` fit, `length` columns fit, and not many more: a step attends over every column."""
         k = like.layers[0].keys
-        return (capacity == self.capacity and length <= self.length and len(like.layers) == len(self.keys)
+        return (capacity == self.capacity and length <= self.length <= 2 * length and len(like.layers) == len(self.keys)
                 and k.dtype == self.keys[0].dtype and k.shape[1] == self.keys[0].shape[1])
 
     def _cache(self, b: int) -> DynamicCache:
