@@ -193,6 +193,7 @@ def main() -> dict:
     path = materialize(cfg.model)
     tok = load_tokenizer(path)
     model = load_model(path, cfg.model)
+    cfg.generation.cuda_graphs = True  # the s3ft side measures the graph path (on CUDA); the eager one beside it
     backend = HFBackend(path, cfg.model, cfg.generation, model=model, tokenizer=tok)
     backend.static_decode = backend.static_decode or args.static
     max_new = cfg.generation.max_new_tokens

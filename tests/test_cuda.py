@@ -53,8 +53,8 @@ def test_cuda_graph_decoding_gives_the_eager_paths_text(varied_model_dir):
     reqs = requests(12, system="You are a careful solver. Think step by step and state the answer at the end.")
     cfg = ModelConfig(dtype="float32")
     model = load_model(str(varied_model_dir), cfg)
-    backend = HFBackend(str(varied_model_dir), cfg, GenerationConfig(batch_size=8), model=model)
-    assert backend.static_decode  # the default on CUDA
+    backend = HFBackend(str(varied_model_dir), cfg, GenerationConfig(batch_size=8, cuda_graphs=True), model=model)
+    assert backend.static_decode
     graphs = _texts(backend, reqs)
     dec = backend._static
     assert dec.captures >= 1 and dec.replays > dec.captures
@@ -68,7 +68,8 @@ def test_cuda_graph_decoding_gives_the_eager_paths_text(varied_model_dir):
 
 
 def test_bucketed_batch_sizes_reuse_captured_graphs(varied_model_dir):
-    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"), GenerationConfig(batch_size=4))
+    backend = HFBackend(str(varied_model_dir), ModelConfig(dtype="float32"),
+                        GenerationConfig(batch_size=4, cuda_graphs=True))
     backend.eos_ids = []  # every row runs to the budget: 4 rows together, then the last 2 in slots 0 and 1
     _texts(backend, requests(6), 24)
     dec = backend._static

@@ -91,10 +91,11 @@ class GenerationConfig:
     """HF backend: once a quarter of a batch has finished, carry on with the unfinished rows (same KV cache)
     and put waiting prompts in the free places, instead of decoding finished rows until the slowest is done.
     Same text either way."""
-    cuda_graphs: bool = True
+    cuda_graphs: bool = False
     """HF backend on CUDA, greedy: decode on a static KV cache with the step captured as CUDA graphs (one
     per bucketed batch size) and replayed; false keeps the eager `generate` path. No effect on CPU, with
-    sampling, or for models with sliding-window layers or an attention other than sdpa/eager."""
+    sampling, or for models with sliding-window layers or an attention other than sdpa/eager. Opt-in
+    until `bench/gpu.sh` (its CUDA tests and GPU bench) has been run on a GPU."""
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
