@@ -78,6 +78,7 @@ def sets(overrides):
     ("train:\n  learning_rate: -0.001\n", 2, "train.learning_rate: must be >= 0, got -0.001"),
     ("train:\n  batch_size: 0\n", 2, "train.batch_size: must be >= 1, got 0"),
     ("train:\n  lora_r: 0\n", 2, "train.lora_r: must be >= 1, got 0"),
+    ("train:\n  memory_budget_gib: 0\n", 2, "train.memory_budget_gib: must be > 0, got 0"),
     ("eval:\n  max_new_tokens: 0\n", 2, "eval.max_new_tokens: must be >= 1, got 0"),
 ])
 def test_out_of_range_value_in_file_names_file_line_and_key(tmp_path, yaml_text, line, message):

@@ -1,4 +1,5 @@
-"""Label masking: the prompt is ignored by the loss, the completion and end-of-turn are trained."""
+"""Label masking: the prompt is ignored by the loss, the completion and end-of-turn are trained; resume from
+the last complete checkpoint; micro-batches chosen from a memory budget leave the loss and gradients unchanged."""
 
 import pytest
 
@@ -85,3 +86,91 @@ def test_checkpoint_half_written_when_killed_is_removed_and_training_resumes_fro
     assert "checkpoint-3: incomplete checkpoint (killed while saving): removed" in log
     assert f"resuming training from {ckpts / 'checkpoint-2'}" in log
     assert stats["steps"] == 4 and (tmp_path / "adapter" / "model" / "adapter_model.safetensors").exists()
+
+
+def _rows(n: int) -> list[dict]:
+    """Rows of different lengths, so micro-batches differ in width and token count."""
+    return [{"messages": [{"role": "user", "content": f"What is {i} + {i}? Explain" + " carefully" * i}],
+             "target": f"{i} + {i} = {2 * i}." + " Indeed." * (3 * i) + f"\n#### {2 * i}"} for i in range(n)]
+
+
+def _budget_between(tiny_model_dir, rows, cfg: TrainConfig, a: tuple[int, bool], b: tuple[int, bool]) -> float:
+    """A budget (GiB) halfway between the predicted peaks of two (micro-batch, checkpointing) choices."""
+    from s3ft.memory import GIB, longest_row, meta_model_shape, predicted_peak
+    from s3ft.models import load_tokenizer
+    from s3ft.train import sequence_lengths
+    shape = meta_model_shape(str(tiny_model_dir))
+    longest = longest_row(sequence_lengths(load_tokenizer(str(tiny_model_dir)), rows), cfg)
+    peaks = [predicted_peak(shape, cfg, longest, m, ckpt, "cpu", 4, 4).peak for m, ckpt in (a, b)]
+    assert peaks[0] < peaks[1]
+    return sum(peaks) / 2 / GIB
+
+
+def _plan(tiny_model_dir, rows, cfg: TrainConfig):
+    from s3ft.models import load_tokenizer
+    from s3ft.train import memory_plan, sequence_lengths
+    return memory_plan(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), cfg,
+                       sequence_lengths(load_tokenizer(str(tiny_model_dir)), rows))
+
+
+def test_memory_plan_splits_the_batch_to_fit_the_budget(tiny_model_dir):
+    rows = _rows(8)
+    whole = _plan(tiny_model_dir, rows, TrainConfig(batch_size=8, grad_accum=2, memory_budget_gib=1000.0))
+    assert (whole.micro_batch, whole.grad_accum, whole.gradient_checkpointing) == (8, 2, False)
+    cfg = TrainConfig(batch_size=8, grad_accum=2)
+    cfg.memory_budget_gib = _budget_between(tiny_model_dir, rows, cfg, (1, False), (2, False))
+    one = _plan(tiny_model_dir, rows, cfg)
+    # the same 16 rows per optimizer step, one at a time
+    assert (one.micro_batch, one.grad_accum, one.gradient_checkpointing) == (1, 16, False)
+    assert one.peak_gib <= cfg.memory_budget_gib < whole.peak_gib
+
+
+def test_memory_plan_turns_on_checkpointing_when_one_row_does_not_fit(tiny_model_dir):
+    rows = _rows(4)
+    cfg = TrainConfig(batch_size=4)
+    cfg.memory_budget_gib = _budget_between(tiny_model_dir, rows, cfg, (1, True), (1, False))
+    plan = _plan(tiny_model_dir, rows, cfg)
+    assert plan.gradient_checkpointing and (plan.micro_batch, plan.grad_accum) == (1, 4)
+
+
+def _first_step(tiny_model_dir, tmp_path, rows, cfg: TrainConfig):
+    """Logged loss, pre-clipping gradient norm and the LoRA gradients of one optimizer step."""
+    import torch
+    from transformers import TrainerCallback
+
+    grads = {}
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            for name, p in trainer.model.named_parameters():
+                if p.requires_grad:
+                    grads[name] = p.grad.detach().clone()
+
+    torch.manual_seed(0)  # the same LoRA initialisation on every path
+    trainer = build_trainer(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"),
+                            cfg, rows, tmp_path, max_steps=1)
+    trainer.add_callback(Grab())
+    trainer.train()
+    log = next(h for h in trainer.state.log_history if "loss" in h)
+    return trainer.args, log["loss"], log["grad_norm"], grads
+
+
+def test_micro_batches_and_checkpointing_leave_loss_and_gradients_unchanged(tiny_model_dir, tmp_path):
+    import torch
+    rows = _rows(4)
+    base = dict(batch_size=4, lora_dropout=0.0, save_steps=100)  # no dropout: both paths see the same network
+    args, loss, norm, grads = _first_step(tiny_model_dir, tmp_path / "plain", rows,
+                                          TrainConfig(memory_budget_gib=1000.0, **base))
+    assert args.per_device_train_batch_size == 4 and not args.gradient_checkpointing
+    assert any(g.abs().sum() > 0 for g in grads.values())
+    for kind, (a, b) in {"micro": ((1, False), (2, False)), "checkpointed": ((1, True), (1, False))}.items():
+        cfg = TrainConfig(**base)
+        cfg.memory_budget_gib = _budget_between(tiny_model_dir, rows, cfg, a, b)
+        args2, loss2, norm2, grads2 = _first_step(tiny_model_dir, tmp_path / kind, rows, cfg)
+        assert (args2.per_device_train_batch_size, args2.gradient_accumulation_steps) == (1, 4), kind
+        assert bool(args2.gradient_checkpointing) == (kind == "checkpointed")
+        assert loss2 == pytest.approx(loss, rel=1e-5), kind
+        assert norm2 == pytest.approx(norm, rel=1e-4), kind
+        assert grads2.keys() == grads.keys()
+        for name, g in grads.items():
+            torch.testing.assert_close(grads2[name], g, rtol=1e-4, atol=1e-7, msg=lambda m: f"{kind} {name}: {m}")

@@ -151,6 +151,11 @@ class TrainConfig:
     max_length: int = 1024
     warmup_ratio: float = 0.03
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (~1/3 more compute, far less memory). Also turned on
+    when even a micro-batch of one row would not fit `memory_budget_gib`."""
+    memory_budget_gib: float | None = None
+    """Peak memory training may use. A batch whose predicted peak exceeds it is split into micro-batches with
+    gradient accumulation (same rows per step, same loss). Default: a quarter of RAM on CPU, 90% of the GPU's."""
     packing: bool = False
     merge: bool = False
     """Also save the adapter merged into the base weights."""
@@ -369,7 +374,7 @@ RANGES = {
     "train.lora_r": ">= 1", "train.lora_alpha": "> 0", "train.lora_dropout": "in [0, 1)",
     "train.learning_rate": ">= 0",  # 0 is allowed: an exact no-op adapter, which tests use
     "train.epochs": "> 0", "train.batch_size": ">= 1", "train.grad_accum": ">= 1", "train.max_length": ">= 1",
-    "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1",
+    "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1", "train.memory_budget_gib": "> 0",
     "eval.max_new_tokens": ">= 1",
 }
 

@@ -3,6 +3,11 @@
 Targets are conversational prompt-completion pairs, so TRL applies the chat template
 exactly as generation does, masks the prompt out of the loss, and trains the
 end-of-turn token. Checkpoints every `save_steps` let a killed run resume.
+
+Memory: TRL's fused LM head already computes the loss in vocabulary tiles without the full
+logits; what grows with the batch is the activations kept for the backward pass. So a batch
+whose predicted peak exceeds `train.memory_budget_gib` runs as micro-batches with gradient
+accumulation (`memory.plan_training`), which gives the same token-averaged loss.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .errors import S3FTError
+from .memory import MemoryPlan, meta_model_shape, plan_training
 from .models import load_tokenizer, pick_device, pick_dtype
 from .progress import console
 
@@ -25,6 +31,23 @@ def to_sft_dataset(rows: list[dict]):
     from datasets import Dataset
     return Dataset.from_list([{"prompt": r["messages"],
                                "completion": [{"role": "assistant", "content": r["target"]}]} for r in rows])
+
+
+def sequence_lengths(tok, rows: list[dict]) -> list[int]:
+    """Tokens of each row as TRL renders it for training (prompt + target), before truncation."""
+    texts = [tok.apply_chat_template(r["messages"] + [{"role": "assistant", "content": r["target"]}], tokenize=False)
+             for r in rows]
+    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengths: list[int]) -> MemoryPlan:
+    """Micro-batch, accumulation and checkpointing that keep training within its memory budget."""
+    import torch
+    device = pick_device(model_cfg.device)
+    dtype = pick_dtype(model_cfg.dtype, device) if device.startswith("cuda") else torch.float32
+    elem = torch.finfo(dtype).bits // 8
+    return plan_training(meta_model_shape(model_path, model_cfg.trust_remote_code), lengths, cfg, device,
+                         weight_elem=elem, act_elem=elem)
 
 
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
@@ -41,6 +64,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     tok.padding_side = "right"
+    plan = memory_plan(model_path, model_cfg, cfg, sequence_lengths(tok, rows))
     # transformers 5.x renamed gradient_checkpointing (the old name still works, with a warning).
     fields = {f.name for f in dataclasses.fields(SFTConfig)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
@@ -50,8 +74,8 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
         max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.grad_accum,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
@@ -62,7 +86,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         report_to="none",
         max_length=cfg.max_length,
         packing=cfg.packing,
-        **{ckpt: cfg.gradient_checkpointing},
+        **{ckpt: plan.gradient_checkpointing},
         completion_only_loss=True,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
@@ -78,8 +102,10 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
     if cfg.lora:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-    return SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
-                      peft_config=peft_config)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
+                         peft_config=peft_config)
+    trainer.s3ft_memory_plan = plan
+    return trainer
 
 
 # What a checkpoint's weights may be saved as: adapter or full model, whole or sharded by size.
@@ -144,4 +170,5 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
     tokens = round(sum(min(len(ids), cfg.max_length) for ids in trainer.train_dataset["input_ids"]) * cfg.epochs)
     return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
             "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-            "rows": len(rows), "tokens": tokens, "runtime_s": result.metrics.get("train_runtime")}
+            "rows": len(rows), "tokens": tokens, "runtime_s": result.metrics.get("train_runtime"),
+            "memory_plan": dataclasses.asdict(trainer.s3ft_memory_plan)}
