@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from s3ft.artifacts import StageArtifact, read_jsonl
+from s3ft.artifacts import StageArtifact, StageCost, read_jsonl
 from s3ft.errors import S3FTError
 
 
@@ -43,3 +43,14 @@ def test_malformed_line_names_file_and_line(tmp_path):
     p.write_text('{"id": 1}\nnot json\n{"id": 2}\n')
     with pytest.raises(S3FTError, match=r"bad.jsonl:2: invalid JSON"):
         read_jsonl(p)
+
+
+def test_stage_cost_sums_work_and_keeps_the_highest_peak_memory_across_invocations_and_processes(tmp_path):
+    path = tmp_path / "gen.jsonl"
+    art = StageArtifact(path, {"model": "m"})
+    art.append([{"id": 1}], StageCost(2.0, 10, 1, peak_rss_gib=3.5))
+    again = StageArtifact(path, {"model": "m"})  # a resumed invocation, with a smaller peak
+    again.append([{"id": 2}], StageCost(1.0, 5, 1, peak_rss_gib=1.25))
+    assert StageArtifact(path, {"model": "m"}).cost == StageCost(3.0, 15, 2, peak_rss_gib=3.5)
+    side_by_side = StageCost.parallel([StageCost(4.0, 1, 1, 2.0), StageCost(3.0, 2, 1, 6.0)])
+    assert side_by_side == StageCost(4.0, 3, 2, peak_rss_gib=6.0)

@@ -174,6 +174,7 @@ def test_resumed_run_reports_the_cost_of_stages_finished_before_it(run_overrides
     run = Path(cfg.output_dir)
     answers = json.loads((run / "answers.meta.json").read_text())["cost"]
     assert answers["rows"] == 12 and answers["tokens"] > 0 and answers["wall_s"] > 0  # both invocations' rows
+    assert answers["peak_rss_gib"] > 0  # kept with the artifact, like its time
 
     stages = run_pipeline(cfg)["cost"]["stages"]  # the third trains and evaluates
     assert stages["generate:answers"] == {**answers, "reused": True}
@@ -181,4 +182,8 @@ def test_resumed_run_reports_the_cost_of_stages_finished_before_it(run_overrides
     assert stages["train:sft"]["rows"] == 12 and not stages["train:sft"]["reused"]
     assert {s for s, c in stages.items() if not c["reused"]} == {
         "train:sft", "generate:base", "judge:base_verdicts", "generate:sft", "judge:sft_verdicts"}
+    assert all(c["peak_rss_gib"] > 0 for c in stages.values()), stages  # measured, or kept from before
+    assert stages["train:sft"]["peak_rss_gib"] == json.loads((run / "adapters/sft/train_meta.json").read_text())[
+        "cost"]["peak_rss_gib"]
     assert "| generate:answers |" in (run / "report.md").read_text()
+    assert "peak RSS GiB" in (run / "report.md").read_text()

@@ -5,7 +5,8 @@ Every stage appends finished rows to its JSONL and fsyncs, so a run killed at an
 half-written last line is dropped. The sidecar holds a fingerprint of everything the
 stage's output depends on (model, task, prompts, decoding...); a mismatch is an error
 rather than a silent reuse of stale rows, and what making the artifact took (`StageCost`),
-summed over every process that worked on it, so a resumed run still reports the whole cost.
+summed over every process that worked on it, so a resumed run still reports the whole cost
+(its peak memory: the highest any of them reached).
 
 `RunLock` keeps a second process out of a run directory while one is writing to it.
 """
@@ -80,20 +81,24 @@ def _drop_partial_tail(path: Path) -> None:
 
 @dataclass
 class StageCost:
-    """What making an artifact took: wall time, generated tokens, rows."""
+    """What making an artifact took: wall time, generated tokens, rows, and the peak resident memory
+    (RSS) of the process that made it (of the largest process, where several worked on it)."""
     wall_s: float = 0.0
     tokens: int = 0
     rows: int = 0
+    peak_rss_gib: float = 0.0
 
     def __add__(self, other: "StageCost") -> "StageCost":
-        return StageCost(round(self.wall_s + other.wall_s, 3), self.tokens + other.tokens, self.rows + other.rows)
+        return StageCost(round(self.wall_s + other.wall_s, 3), self.tokens + other.tokens, self.rows + other.rows,
+                         max(self.peak_rss_gib, other.peak_rss_gib))
 
     @staticmethod
     def parallel(costs: Iterable["StageCost"]) -> "StageCost":
-        """Processes that ran side by side: the slowest one's wall time, everyone's tokens and rows."""
+        """Processes that ran side by side: the slowest one's wall time, everyone's tokens and rows, the
+        largest one's peak."""
         costs = list(costs)
         return StageCost(max((c.wall_s for c in costs), default=0.0), sum(c.tokens for c in costs),
-                         sum(c.rows for c in costs))
+                         sum(c.rows for c in costs), max((c.peak_rss_gib for c in costs), default=0.0))
 
 
 def recorded_cost(path: str | Path) -> StageCost:

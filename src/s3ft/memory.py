@@ -69,12 +69,16 @@ class RSSMonitor:
         self._thread.start()
         return self
 
+    def read(self) -> float:
+        """The peak so far, in GiB, while the block still runs."""
+        hwm = _hwm_bytes()
+        return (hwm if hwm > self._hwm0 else max(self.peak_bytes, rss_bytes() or 0)) / GIB
+
     def stop(self) -> float:
         """Ends the measurement; returns the peak in GiB."""
         self._stop.set()
         self._thread.join()
-        hwm = _hwm_bytes()
-        self.peak_bytes = hwm if hwm > self._hwm0 else max(self.peak_bytes, rss_bytes() or 0)
+        self.peak_bytes = round(self.read() * GIB)
         return self.peak_gib
 
     def __enter__(self) -> "RSSMonitor":

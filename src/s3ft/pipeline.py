@@ -26,6 +26,7 @@ from .compare import drift, meter
 from .config import RunConfig, TrainConfig, to_dict
 from .errors import S3FTError
 from .judges import get_judge, judge_generations, judge_names
+from .memory import RSSMonitor
 from .models import check_model, materialize
 from .progress import console, progress_bar
 from .stats import wilson_ci
@@ -161,16 +162,18 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
     pending = [r for r in requests if r.id not in art.rows]
     todo = dist.shard(pending)
     if todo:
-        t0 = time.time()  # the first batch's cost includes loading the model
+        # the first batch's cost (time and memory) includes loading the model
+        t0, mem = time.time(), RSSMonitor().start()
         backend = backend_fn()
         done = len(requests) - len(pending)
         with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
             for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
                 t1 = time.time()
-                out.append([g.to_dict() for g in batch],
-                           StageCost(t1 - t0, sum(g.completion_tokens for g in batch), len(batch)))
+                out.append([g.to_dict() for g in batch], StageCost(
+                    t1 - t0, sum(g.completion_tokens for g in batch), len(batch), round(mem.read(), 2)))
                 t0 = t1
                 advance(len(batch))
+        mem.stop()
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
     run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
@@ -187,7 +190,7 @@ def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp
     if todo:
         t0 = time.time()
         done = len(gens) - len(pending)
-        with progress_bar(f"judge {Path(name).stem}", done + len(todo), done) as advance:
+        with RSSMonitor() as mem, progress_bar(f"judge {Path(name).stem}", done + len(todo), done) as advance:
             chunk = 64
             for i in range(0, len(todo), chunk):
                 part = todo[i:i + chunk]
@@ -202,7 +205,7 @@ def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp
                 for g, v in zip(to_judge, verdicts):
                     rows[g["id"]] = {"id": g["id"], **v.to_dict()}
                 t1 = time.time()
-                out.append([rows[g["id"]] for g in part], StageCost(t1 - t0, 0, len(part)))
+                out.append([rows[g["id"]] for g in part], StageCost(t1 - t0, 0, len(part), round(mem.read(), 2)))
                 t0 = t1
                 advance(len(part))
     art = dist.close_stage(art, [g["id"] for g in gens],
@@ -319,9 +322,10 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
-    stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
+    with RSSMonitor() as mem:
+        stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     if dist.is_main():
-        cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows))
+        cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
@@ -411,14 +415,15 @@ def stage_forgetting(run: Run, adapters: dict[str, str]) -> dict:
     labels: dict[str, str | None] = {"base": None, **adapters}
 
     def measure() -> dict:
-        t0 = time.time()
+        t0, mem = time.time(), RSSMonitor().start()
         responses = [{"id": r["id"], "prompt": r["prompt"], "text": g["text"]} for r, g in zip(prompts, gens)]
         meter.measure_drift(run.dir, run.model_path, run.cfg.model, run.model_id, fc, labels, responses, run.force)
         gcfg = meter.probe_benchmark_config(fc, run.cfg.data.data_dir, run.cfg.model)
         results = meter.run_probe_benchmarks(run.dir, run.model_path, gcfg, labels,
                                              lambda m: console.print(f"[dim]{m}[/]")) if gcfg else None
         pairs = meter.run_pairs(run.dir, list(labels), results, list(fc.benchmarks))
-        run._cost("forgetting", StageCost(round(time.time() - t0, 3), 0, len(labels)), reused=False)
+        run._cost("forgetting", StageCost(round(time.time() - t0, 3), 0, len(labels), round(mem.stop(), 2)),
+                  reused=False)
         return meter.write_summary(run.dir, pairs, meter.probe_accuracy(results) if results else {}, fc)
     return dist.on_main(measure)
 

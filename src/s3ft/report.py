@@ -81,10 +81,12 @@ def render_markdown(s: dict, base: float | None) -> str:
     for m, reasons in s["gold_reasons_by_method"].items():
         if reasons:
             lines.append(f"- **{m}**: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()))
-    lines += ["", "## Cost", "", "| stage | wall s | tokens | rows | reused |", "|---|---:|---:|---:|---|"]
+    lines += ["", "## Cost", "", "| stage | wall s | tokens | rows | peak RSS GiB | reused |",
+              "|---|---:|---:|---:|---:|---|"]
     for stage, c in s["cost"]["stages"].items():
         reused = "yes" if c["reused"] else ""
-        lines.append(f"| {stage} | {c['wall_s']:.1f} | {c['tokens']} | {c['rows']} | {reused} |")
+        lines.append(f"| {stage} | {c['wall_s']:.1f} | {c['tokens']} | {c['rows']} | {c['peak_rss_gib']:.2f} | "
+                     f"{reused} |")
     lines.append("\nEach stage's cost is what making its artifact took, over every invocation that worked on it; "
                  "reused: finished by an earlier one.")
     lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.\n")
