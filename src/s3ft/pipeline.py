@@ -12,7 +12,6 @@ have been checked, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from .compare import drift, meter
 from .config import RunConfig, TrainConfig, to_dict
 from .errors import S3FTError
 from .judges import get_judge, judge_generations, judge_names
-from .memory import RSSMonitor
+from .memory import RSSMonitor, release_freed_memory
 from .models import check_model, materialize
 from .progress import console, progress_bar
 from .stats import wilson_ci
@@ -104,7 +103,7 @@ class Run:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-            gc.collect()
+            release_freed_memory()
 
     def open(self) -> None:
         """Make the run directory and lock it, once, in the main process: a second process on the
@@ -324,6 +323,7 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     t0 = time.time()
     with RSSMonitor() as mem:
         stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
+    release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
