@@ -187,3 +187,15 @@ def test_resumed_run_reports_the_cost_of_stages_finished_before_it(run_overrides
         "cost"]["peak_rss_gib"]
     assert "| generate:answers |" in (run / "report.md").read_text()
     assert "peak RSS GiB" in (run / "report.md").read_text()
+
+
+def test_a_changed_memory_budget_reuses_the_trained_adapter_other_training_settings_do_not(run_overrides):
+    cfg = load_config(None, run_overrides + ["methods=[sft]"])
+    run_pipeline(cfg, until="train")
+    meta = Path(cfg.output_dir) / "adapters/sft/train_meta.json"
+    made = meta.stat().st_mtime_ns
+    # micro-batches change how a step is split, not what it computes: the adapter is kept
+    run_pipeline(load_config(None, run_overrides + ["methods=[sft]", "train.memory_budget_gib=0.5"]), until="train")
+    assert meta.stat().st_mtime_ns == made
+    with pytest.raises(S3FTError, match="trained with different settings"):
+        run_pipeline(load_config(None, run_overrides + ["methods=[sft]", "train.learning_rate=0.001"]), until="train")

@@ -295,7 +295,9 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     from .train import train as train_fn
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
-    inputs = {"model": run.model_id, "train": to_dict(train_cfg), "targets": select_fp}
+    # The memory budget changes how a step is split into micro-batches, not what it computes.
+    inputs = {"model": run.model_id, "targets": select_fp,
+              "train": {k: v for k, v in to_dict(train_cfg).items() if k != "memory_budget_gib"}}
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
