@@ -176,6 +176,16 @@ def metered(tiny_model_dir, tmp_path_factory):
     return root / "run", summary, overrides
 
 
+def test_meter_stages_have_their_cost_and_estimate_in_the_summary(metered):
+    _, summary, _ = metered
+    cost, rows = summary["cost"]["stages"], summary["estimate"]["stages"]
+    for stage in ("generate:probe_responses", "train:control-planted", "forgetting"):
+        assert cost[stage]["peak_rss_gib"] > 0, stage
+        assert rows[stage]["est_peak_rss_gib"] > 0 and rows[stage]["peak_rss_gib"] == cost[stage]["peak_rss_gib"]
+    responses = rows["generate:probe_responses"]  # every response assumed to run to max_new_tokens
+    assert responses["est_tokens"] == 6 * 24 >= responses["tokens"] > 0
+
+
 def test_meter_stage_reads_zero_on_controls_and_clearly_above_zero_on_the_planted_case(metered):
     run, summary, _ = metered
     models = summary["forgetting"]["models"]

@@ -486,7 +486,8 @@ def _run_stages(run: Run, stop_after: int) -> dict:
     run.release_backend()
     if not dist.is_main():
         return {}
+    from .cost import estimate_beside_cost
     from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
-                         forgetting)
+                         forgetting, estimate_beside_cost(cfg, run.cost))
 

@@ -9,7 +9,9 @@ from .config import to_dict
 from .progress import console
 
 
-def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None) -> dict:
+def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None,
+                  estimate: dict | None = None) -> dict:
+    """`estimate`: `cost.against_cost`'s estimated vs actual per stage, kept beside `cost`."""
     base = results.get("base", {}).get("accuracy")
     summary = {
         "task": run.cfg.data.task,
@@ -23,6 +25,7 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
         "forgetting": forgetting,
         "cost": {"total_wall_s": round(wall_s, 1), "stages": run.cost},
+        "estimate": estimate,
         "config": to_dict(run.cfg),
     }
     write_json(run.dir / "summary.json", summary)
@@ -89,7 +92,17 @@ def render_markdown(s: dict, base: float | None) -> str:
                      f"{reused} |")
     lines.append("\nEach stage's cost is what making its artifact took, over every invocation that worked on it; "
                  "reused: finished by an earlier one.")
-    lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.\n")
+    lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.")
+    if s.get("estimate"):
+        e = s["estimate"]
+        lines += ["", f"## Estimated vs actual ({e['source']})", "",
+                  "| stage | est s | wall s | wall / est | est tokens | tokens | est peak GiB | peak GiB |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for stage, r in e["stages"].items():
+            lines.append(f"| {stage} | {_cell(r['est_s'])} | {r['wall_s']} | {_cell(r['time_ratio'])} | "
+                         f"{_cell(r['est_tokens'])} | {r['tokens']} | {_cell(r['est_peak_rss_gib'])} | "
+                         f"{_cell(r['peak_rss_gib'])} |")
+    lines.append("")
     return "\n".join(lines)
 
 
