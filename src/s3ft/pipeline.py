@@ -144,6 +144,8 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
+    if loaded and (record := run.task.split_record()) is not None:
+        write_json(run.dir / "data" / "split.json", record)
     return out
 
 

@@ -86,6 +86,11 @@ class Task:
             rows = [rows[i] for i in keep]
         return rows
 
+    def split_record(self) -> dict | None:
+        """How the task divided its source into train and test, after `load_split` (None: the source
+        has its own splits); the data stage writes it to `data/split.json`."""
+        return None
+
     # --- prompts --------------------------------------------------------------
     def messages(self, ex: Example) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
