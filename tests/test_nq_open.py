@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from s3ft.artifacts import read_jsonl
-from s3ft.backends import Generation, register_backend
+from s3ft.backends import Generation, register_backend, trim
 from s3ft.config import DataConfig, load_config
 from s3ft.errors import S3FTError
 from s3ft.judges import get_judge
@@ -102,6 +102,9 @@ def test_prompts_ask_for_a_short_phrase_and_short_paraphrases_pass_the_filter(nq
     assert user.startswith(ex.question) and "short phrase only" in user
     para = task.paraphrase_messages(ex)
     assert "short phrase only" in para[0]["content"] and f"Reference answer:\n{ex.gold}" in para[1]["content"]
+    # generation ends with the first non-empty line: what follows a right phrase is not kept
+    assert trim("\nJack Lord\n\nJack Lord was born in 1850.", "length", (), task.answer_complete) == \
+        ("\nJack Lord", "stop")
     ratio, min_words = task.paraphrase_limits
     assert paraphrase_problem("P. 3", ex.gold, "P. 3", task.reference_phrases, ratio, min_words) is None
     assert paraphrase_problem("The reference answer: P. 3", ex.gold, "", task.reference_phrases, ratio, min_words)
@@ -155,3 +158,12 @@ def test_smoke_config_runs_on_the_tiny_model(run_overrides, nq_dir, tmp_path):
     assert set(summary["in_domain"]) == {"base", "sft", "s3ft"} and summary["in_domain_n"]["base"] == 4
     assert sum(summary["target_mix"].values()) == 4
     assert (Path(cfg.output_dir) / "data" / "split.json").is_file()
+
+
+def test_listed_and_the_llm_judge_sees_every_gold_answer(nq_dir):
+    from s3ft.judges.llm import judge_messages
+    from s3ft.tasks import task_names
+    assert "nq_open" in task_names()
+    ex = nq_task(nq_dir, train_size=10, test_size=5).load("test")[0]
+    user = judge_messages(ex.to_dict(), "P. 1")[-1]["content"]
+    assert f"Reference answer:\n{ex.gold}\n(also accepted: {ex.meta['answers'][1]})" in user

@@ -11,7 +11,7 @@ than the file is an error. The split (file, seed, line numbers of each part) is 
 `data/split.json` in the run directory; row ids name their line (`nq-val-17`).
 `data.train_limit` / `test_limit` then sample from these parts as for any task.
 
-The model answers with a short phrase. The gold target is the first gold answer. Graded
+The model answers with a short phrase; generation ends with its first line. The gold target is the first gold answer. Graded
 by `nq_em` (judges/nq.py: the standard NQ-open exact match against any gold answer) by
 default; the paper grades NQ with an LLM judge: `judge.name: llm` (judges/llm.py, which
 shows the judge every gold answer).
@@ -52,6 +52,9 @@ class NQOpen(Task):
     instruction = "Answer with a short phrase only: no sentence, no explanation."
     paraphrase_system = ("Below are a question and its reference answer, a short phrase. Write the answer "
                          "in your own words, as a short phrase only: no sentence, no explanation.")
+    # The answer is its first non-empty line (lm-eval's nq_open also stops at a newline): small
+    # models follow a right phrase with invented facts, which must not become part of a target.
+    answer_complete = r"\S[^\n]*\n"
     # Gold answers are a few words: the generic length and reasoning rules would reject every
     # correct restatement of them.
     paraphrase_limits = (0.0, 0)
