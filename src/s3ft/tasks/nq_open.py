@@ -40,7 +40,8 @@ def split_lines(n_rows: int, train_size: int | None, test_size: int, seed: str) 
     (`train_size` None: every remaining row). Disjoint; each part sorted."""
     train_n = n_rows - test_size if train_size is None else train_size
     if test_size < 1 or train_n < 1 or train_n + test_size > n_rows:
-        raise ValueError(f"{train_n} train + {test_size} test rows")
+        raise ValueError(f"{test_size} test rows and at least 1 train row" if train_size is None
+                         else f"{train_size} train + {test_size} test rows")
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
     return sorted(order[test_size:test_size + train_n]), sorted(order[:test_size])
