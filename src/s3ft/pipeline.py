@@ -145,6 +145,8 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
+    if loaded and (record := run.task.split_record()) is not None:
+        write_json(run.dir / "data" / "split.json", record)
     return out
 
 
@@ -250,10 +252,12 @@ def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> 
 
     def prefilter(ex: Example, g: dict) -> str | None:
         return paraphrase_problem(g["text"], ex.gold, task.final_answer_line(g["text"]), task.reference_phrases,
-                                  ratio, min_words, task.paraphrase_prefill)
+                                  ratio, min_words, task.paraphrase_prefill) or task.target_problem(g["text"])
     prefilter.key = to_dict(pcfg) | {"phrases": list(task.reference_phrases)}
     if task.paraphrase_limits is not None:
         prefilter.key["task_limits"] = list(task.paraphrase_limits)
+    if task.target_rule is not None:
+        prefilter.key["target_rule"] = task.target_rule
     verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
                            prefilter=prefilter)
     return {g["id"]: g for g in full}, verdicts, v_fp
@@ -278,6 +282,11 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
+    formats = [run.task.answer_format(r["target"]) for r in rows]
+    if any(f is not None for f in formats):  # e.g. math: 'answer is' / '####' / 'boxed' / 'none'
+        stats["answer_formats"] = dict(Counter(formats).most_common())
+        stats["answer_formats_by_source"] = {
+            src: dict(Counter(f for r, f in zip(rows, formats) if r["source"] == src).most_common()) for src in mix}
     path = run.dir / f"train_{method}.jsonl"
     if dist.is_main():  # every rank selects the same rows; one writes them
         write_jsonl(path, rows)

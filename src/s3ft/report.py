@@ -23,6 +23,8 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
         "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
+        "answer_formats_by_method": {m: s["answer_formats_by_source"] for m, s in select_stats.items()
+                                     if "answer_formats_by_source" in s},
         "forgetting": forgetting,
         "cost": {"total_wall_s": round(wall_s, 1), "stages": run.cost},
         "estimate": estimate,
@@ -80,6 +82,8 @@ def render_markdown(s: dict, base: float | None) -> str:
     for m, mix in s["target_mix_by_method"].items():
         lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
                      f"{mix.get('gold', 0)} |")
+    if s.get("answer_formats_by_method"):
+        lines += ["", "## Answer formats of the training targets", ""] + answer_format_table(s["answer_formats_by_method"])
     lines += ["", "## Why rows fell back to gold", ""]
     for m, reasons in s["gold_reasons_by_method"].items():
         if reasons:
@@ -104,6 +108,18 @@ def render_markdown(s: dict, base: float | None) -> str:
                          f"{_cell(r['peak_rss_gib'])} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def answer_format_table(by_method: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    """Markdown rows: one per (method, target source), a column per answer format ('none': no explicit one)."""
+    known = ["answer is", "####", "boxed"]
+    cols = sorted({f for by_src in by_method.values() for c in by_src.values() for f in c},
+                  key=lambda f: (f == "none", known.index(f) if f in known else len(known), f))
+    out = ["| method | target | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
+    for m, by_src in by_method.items():
+        for src, counts in by_src.items():
+            out.append(f"| {m} | {src} | " + " | ".join(str(counts.get(c, 0)) for c in cols) + " |")
+    return out
 
 
 FORGETTING_COLUMNS = [("drift/text_nll_delta", "text NLL Δ", 1, 3), ("drift/response_kl", "response KL", 1, 3)]

@@ -67,6 +67,8 @@ class Task:
     paraphrase_limits: ClassVar[tuple[float, int] | None] = None
     """(min_length_ratio, min_words) for the paraphrase filter, replacing the `paraphrase`
     config section for this task (for short or code targets, where those rules misfire)."""
+    target_rule: str | None = None
+    """Set where `target_problem` can reject anything: names that rule in the paraphrase verdicts' fingerprint."""
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
@@ -86,6 +88,11 @@ class Task:
             rows = [rows[i] for i in keep]
         return rows
 
+    def split_record(self) -> dict | None:
+        """How the task divided its source into train and test, after `load_split` (None: the source
+        has its own splits); the data stage writes it to `data/split.json`."""
+        return None
+
     # --- prompts --------------------------------------------------------------
     def messages(self, ex: Example) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -95,6 +102,14 @@ class Task:
     def paraphrase_messages(self, ex: Example) -> list[dict]:
         return [{"role": "system", "content": self.paraphrase_system},
                 {"role": "user", "content": f"Question:\n{ex.question}\n\nReference answer:\n{ex.gold}"}]
+
+    def target_problem(self, text: str) -> str | None:
+        """Why a paraphrase or rewrite must be rejected whatever the judge says (None: fine)."""
+        return None
+
+    def answer_format(self, text: str) -> str | None:
+        """The kind of final-answer statement in a target, for the selection stats (None: the task has none)."""
+        return None
 
     def final_answer_line(self, text: str) -> str:
         """The text with its final-answer statement removed (used to spot bare-answer paraphrases)."""

@@ -63,5 +63,8 @@ class JsonlTask(MathTask):
             raise S3FTError(f"{path}: the {split} split is empty")
         return out
 
+    def answer_format(self, text: str) -> str | None:
+        return super().answer_format(text) if self.judge == "math" else None
+
     def describe(self):
         return {**super().describe(), "args": self.args}

@@ -1,0 +1,117 @@
+"""Natural Questions, open-domain (hub `google-research-datasets/nq_open`): a question, no
+context, and a list of short gold answers (`answer`: list of strings), the S3FT paper's
+third task.
+
+From the hub, train is its `train` split and test its `validation` split. Offline, the only
+file is `<data_dir>/nq_open/validation.jsonl` (the hub's validation split, 3,610 rows), so
+it is divided into disjoint parts: its lines are shuffled with a seed (task_args
+`split_seed`, default 0, independent of `data.seed`), the first `test_size` (default 1000)
+go to test and the next `train_size` (default: all the rest) to train. A split larger
+than the file is an error. The split (file, seed, line numbers of each part) is written to
+`data/split.json` in the run directory; row ids name their line (`nq-val-17`).
+`data.train_limit` / `test_limit` then sample from these parts as for any task.
+
+The model answers with a short phrase; generation ends with its first line. The gold target is the first gold answer. Graded
+by `nq_em` (judges/nq.py: the standard NQ-open exact match against any gold answer) by
+default; the paper grades NQ with an LLM judge: `judge.name: llm` (judges/llm.py, which
+shows the judge every gold answer).
+
+S3FT's paraphrase tier here: the model restates the gold phrase as its own short answer
+(e.g. "December 14, 1972" for "14 December 1972 UTC"). Under exact match only restatements
+that normalise to some gold answer pass, so an accepted paraphrase differs from gold in
+surface form alone (case, punctuation, articles, or another listed alias); under the LLM
+judge, rewordings with the same meaning pass too.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..errors import S3FTError
+from . import Example, Task, register_task
+from .hub import load_rows, read_rows
+
+HUB = ("google-research-datasets/nq_open", None)
+
+
+def split_lines(n_rows: int, train_size: int | None, test_size: int, seed: str) -> tuple[list[int], list[int]]:
+    """(train, test) 0-based row indices: a seeded shuffle of all rows, test first, then train
+    (`train_size` None: every remaining row). Disjoint; each part sorted."""
+    train_n = n_rows - test_size if train_size is None else train_size
+    if test_size < 1 or train_n < 1 or train_n + test_size > n_rows:
+        raise ValueError(f"{test_size} test rows and at least 1 train row" if train_size is None
+                         else f"{train_size} train + {test_size} test rows")
+    order = list(range(n_rows))
+    random.Random(seed).shuffle(order)
+    return sorted(order[test_size:test_size + train_n]), sorted(order[:test_size])
+
+
+@register_task("nq_open")
+class NQOpen(Task):
+    judge = "nq_em"
+    instruction = "Answer with a short phrase only: no sentence, no explanation."
+    paraphrase_system = ("Below are a question and its reference answer, a short phrase. Write the answer "
+                         "in your own words, as a short phrase only: no sentence, no explanation.")
+    # The answer is its first non-empty line (lm-eval's nq_open also stops at a newline): small
+    # models follow a right phrase with invented facts, which must not become part of a target.
+    answer_complete = r"\S[^\n]*\n"
+    # Gold answers are a few words: the generic length and reasoning rules would reject every
+    # correct restatement of them.
+    paraphrase_limits = (0.0, 0)
+    ARGS = ("train_size", "test_size", "split_seed")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        for k, v in self.args.items():
+            if k not in self.ARGS:
+                raise S3FTError(f"data.task_args: unknown key '{k}' for task {self.name} "
+                                f"(known: {', '.join(self.ARGS)})")
+            if k.endswith("_size") and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise S3FTError(f"data.task_args.{k}: must be a positive whole number, got {v!r}")
+        if not cfg.data_dir and ("train_size" in self.args or "test_size" in self.args):
+            raise S3FTError("data.task_args.train_size/test_size: split the local file only; from the hub "
+                            "the train and validation splits are used (size them with data.train_limit/test_limit)")
+        self._split: dict | None = None
+
+    def load_split(self, split: str) -> list[Example]:
+        if split not in ("train", "test"):
+            raise S3FTError(f"task '{self.name}': unknown split '{split}' (train, test)")
+        if not self.cfg.data_dir:
+            rows = load_rows(None, "nq_open", "train" if split == "train" else "validation", hub=HUB)
+            return [self._example(f"nq-{split}-{i}", r, f"hub {split}") for i, r in enumerate(rows)]
+        path = Path(self.cfg.data_dir) / "nq_open" / "validation.jsonl"
+        if not path.exists():
+            raise S3FTError(f"{path}: not found (data.data_dir={self.cfg.data_dir})")
+        rows = read_rows(path, ("question", "answer"))
+        test_size, train_size = self.args.get("test_size", 1000), self.args.get("train_size")
+        seed = self.args.get("split_seed", 0)
+        try:
+            train_idx, test_idx = split_lines(len(rows), train_size, test_size, f"nq_open-{seed}")
+        except ValueError as e:
+            raise S3FTError(f"data.task_args: nq_open split of {e} does not fit {path} ({len(rows)} rows; "
+                            "at least one each)") from None
+        self._split = {"source": str(path), "rows": len(rows), "split_seed": seed,
+                       "train_lines": [i + 1 for i in train_idx], "test_lines": [i + 1 for i in test_idx]}
+        return [self._example(f"nq-val-{i + 1}", rows[i], f"{path}:{i + 1}")
+                for i in (train_idx if split == "train" else test_idx)]
+
+    @staticmethod
+    def _example(ex_id: str, r: dict, where: str) -> Example:
+        answers = r["answer"]
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise S3FTError(f"{where}: field 'answer' must be a list of strings")
+        # Wikipedia's no-break spaces ("12\xa0April\xa01979") would end up in the gold target
+        answers = list(dict.fromkeys(" ".join(a.split()) for a in answers if a.strip()))
+        if not answers:
+            raise S3FTError(f"{where}: field 'answer' has no non-empty answer")
+        question = str(r["question"]).strip()
+        question += "" if question.endswith("?") else "?"  # NQ questions are lower-case search queries
+        return Example(id=ex_id, question=question, gold=answers[0],
+                       meta={"answers": answers, "answerable": True})
+
+    def split_record(self) -> dict | None:
+        return self._split
+
+    def describe(self):
+        return {**super().describe(), "args": self.args}
