@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import S3FTError
+from .judges import judge_names
+from .strategies import STRATEGIES
 
 
 @dataclass
@@ -498,11 +500,9 @@ def _check_values(cfg: RunConfig, origin: _Origins) -> None:
         value = getattr(getattr(cfg, section), name)
         if value is not None and not _within(value, rule):
             raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
-    from .strategies import STRATEGIES  # here: strategies are not needed to parse a config
     for m in cfg.methods:
         if m not in STRATEGIES:
             raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
-    from .judges import judge_names  # registered judges, plugins included
     if cfg.judge.name is not None and cfg.judge.name not in judge_names():
         raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
                         f"(known: {', '.join(judge_names())})")

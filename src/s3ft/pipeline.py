@@ -23,14 +23,17 @@ from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_jso
 from .backends import GenRequest, get_backend
 from .compare import drift, meter
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
+from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
 from .models import check_model, materialize
 from .progress import console, progress_bar
+from .report import write_summary
 from .stats import wilson_ci
 from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
 from .tasks import Example, get_task
+from .train import train as train_fn
 
 STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
@@ -303,7 +306,6 @@ def train_key(cfg: TrainConfig) -> dict:
 
 
 def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
-    from .train import train as train_fn
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
@@ -495,8 +497,6 @@ def _run_stages(run: Run, stop_after: int) -> dict:
     run.release_backend()
     if not dist.is_main():
         return {}
-    from .cost import estimate_beside_cost
-    from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
                          forgetting, estimate_beside_cost(cfg, run.cost))
 
