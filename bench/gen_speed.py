@@ -36,8 +36,8 @@ import torch
 
 import llamacpp_batched
 from emit import emit, peak_rss_mib
-from s3ft.backends import GenRequest
-from s3ft.backends.hf import HFBackend, render_prompt
+from s3ft.backends import GenRequest, render_prompt
+from s3ft.backends.hf import HFBackend
 from s3ft.backends.hf_decode import growing_cache
 from s3ft.backends.hf_graph import buckets
 from s3ft.config import load_config

@@ -119,6 +119,7 @@ def test_failing_assert_syntax_error_and_exception():
     result = assert_fails("def f(x):\n    return x\nassert f(1) == 2, 'f(1) should be 2'\n", "assert")
     assert result.reason == "failed assertion: f(1) should be 2"
     assert "f(1) == 2" in result.stderr_tail  # traceback shows the program's line
+    assert 'File "program.py", line 3' in result.stderr_tail and "sandbox_child" not in result.stderr_tail
     assert_fails("def f(x:\n    return x\n", "syntax error")
     assert_fails("    x = 1\n", "syntax error")  # IndentationError
     assert_fails("x = 1\0\n", "syntax error")
@@ -424,3 +425,22 @@ def test_extract_code():
     assert extract_code("") is None
     assert extract_code("use ``` inline ``` only") is None
     assert extract_code("[BEGIN]\n[DONE]") is None
+
+
+def test_programs_do_not_see_the_judges_package_on_their_path(mode):
+    """The child runs as a file from s3ft/judges, whose code.py and math.py would shadow the stdlib's
+    if that folder were on the program's sys.path."""
+    assert judge("import code, math, sys\nassert hasattr(code, 'interact') and math.sqrt(4) == 2\n"
+                 "assert not any(p.endswith('judges') for p in sys.path), sys.path\n").passed
+    assert_fails("import qa\n", "exception: ModuleNotFoundError: No module named 'qa'")
+
+
+def test_strict_asserts_rewrites_comparisons_inside_asserts_only():
+    import ast
+
+    from s3ft.judges import sandbox_child  # importing the child's module runs nothing
+    tree = sandbox_child.strict_asserts(ast.parse("assert f(x) == 2 and y != 3\nz = a == b\nassert a < b\n"))
+    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    assert sorted(calls) == ["__s3ft_eq__", "__s3ft_ne__", "f"]
+    assert ast.unparse(tree.body[1]) == "z = a == b" and ast.unparse(tree.body[2]) == "assert a < b"
+    assert Path(code_exec.CHILD) == Path(sandbox_child.__file__)  # the file the judge runs

@@ -1,6 +1,6 @@
 import pytest
 
-from s3ft.config import load_config
+from s3ft.config import SFT_ARGS_NOT_FINGERPRINTED, SFT_ARGS_REFUSED, load_config
 from s3ft.errors import S3FTError
 
 
@@ -49,3 +49,47 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
 def test_data_dir_from_env(monkeypatch):
     monkeypatch.setenv("S3FT_DATA_DIR", "/some/where")
     assert load_config().data.data_dir == "/some/where"
+
+
+def test_sft_args_pass_through_to_the_config_as_written(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  sft_args:\n    report_to: [tensorboard]\n    weight_decay: 0.01\n")
+    cfg = load_config(p, ["train.sft_args.lr_scheduler_type=linear"])
+    assert cfg.train.sft_args == {"report_to": ["tensorboard"], "weight_decay": 0.01, "lr_scheduler_type": "linear"}
+
+
+def test_unknown_sft_args_key_is_a_one_line_error_naming_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  sft_args:\n    wieght_decay: 0.01\n")
+    with pytest.raises(S3FTError) as err:
+        load_config(p)
+    assert str(err.value).startswith(f"{p}: train.sft_args.wieght_decay: not a field of trl's SFTConfig (trl ")
+    assert str(err.value).endswith("(did you mean 'weight_decay'?)") and "\n" not in str(err.value)
+    with pytest.raises(S3FTError, match=r"^--set: train\.sft_args\.no_such_option: not a field of trl's SFTConfig"):
+        load_config(None, ["train.sft_args.no_such_option=1"])
+
+
+@pytest.mark.parametrize("key,reason", [
+    ("output_dir", "where resuming looks for them"),
+    ("completion_only_loss", "the prompt is masked"),
+    ("seed", "use train.seed"),
+    ("data_seed", "use train.seed"),
+    ("num_train_epochs", "use train.epochs"),
+    ("learning_rate", "use train.learning_rate"),
+    ("save_strategy", "so that a killed run resumes"),
+    ("hub_token", "set HF_TOKEN instead"),
+])
+def test_sft_args_that_s3ft_sets_itself_are_refused_with_the_reason(key, reason):
+    with pytest.raises(S3FTError) as err:
+        load_config(None, [f"train.sft_args.{key}=1"])
+    assert str(err.value).startswith(f"--set: train.sft_args.{key}: set by s3ft: ") and reason in str(err.value)
+
+
+def test_every_refused_sft_args_key_is_a_field_of_sft_config():
+    import dataclasses
+
+    from trl import SFTConfig
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    older_names = {"warmup_ratio"}  # transformers < 5, which s3ft still supports
+    assert set(SFT_ARGS_REFUSED) - older_names | set(SFT_ARGS_NOT_FINGERPRINTED) <= fields  # no typo in either list
+    assert not set(SFT_ARGS_REFUSED) & set(SFT_ARGS_NOT_FINGERPRINTED)

@@ -63,7 +63,7 @@ def _rows_ending_at_different_steps(tokenizer_dir, tmp_path, n: int):
     """A model with varied tokens, `n` requests, and stand-in end-of-turn ids that end rows at different steps."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from s3ft.backends.hf import render_prompt
+    from s3ft.backends import render_prompt
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)  # large random weights: varied tokens (the shared tiny model repeats one)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,

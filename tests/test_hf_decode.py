@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from s3ft.backends import GenRequest
-from s3ft.backends.hf import HFBackend, render_prompt
+from s3ft.backends import render_prompt
+from s3ft.backends.hf import HFBackend
 from s3ft.backends.hf_decode import GrowingLayer, blocked_vocab_projection, growing_cache
 from s3ft.config import GenerationConfig, ModelConfig
 

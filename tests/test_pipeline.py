@@ -1,5 +1,6 @@
 """The whole pipeline on a tiny random model, plus resume after crashes (incl. kill -9)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -199,3 +200,18 @@ def test_a_changed_memory_budget_reuses_the_trained_adapter_other_training_setti
     assert meta.stat().st_mtime_ns == made
     with pytest.raises(S3FTError, match="trained with different settings"):
         run_pipeline(load_config(None, run_overrides + ["methods=[sft]", "train.learning_rate=0.001"]), until="train")
+
+
+def test_training_fingerprint_ignores_empty_and_logging_only_sft_args_and_follows_the_rest():
+    from s3ft.artifacts import fingerprint
+    from s3ft.pipeline import train_key
+    demo = load_config(Path(__file__).parents[1] / "src" / "s3ft" / "configs" / "demo.yaml").train
+    # What the demo's adapters were fingerprinted with before train.sft_args existed: runs made
+    # then are not retrained.
+    assert fingerprint(train_key(demo)) == "38df3f22071a3b58"
+    logging_only = dataclasses.replace(demo, sft_args={"report_to": ["tensorboard"], "logging_steps": 1,
+                                                       "push_to_hub": True, "hub_model_id": "me/adapter"})
+    assert fingerprint(train_key(logging_only)) == fingerprint(train_key(demo))
+    decayed = dataclasses.replace(demo, sft_args={"report_to": ["tensorboard"], "weight_decay": 0.1})
+    assert train_key(decayed)["sft_args"] == {"weight_decay": 0.1}
+    assert fingerprint(train_key(decayed)) != fingerprint(train_key(demo))

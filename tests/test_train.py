@@ -1,9 +1,13 @@
 """Label masking: the prompt is ignored by the loss, the completion and end-of-turn are trained; resume from
-the last complete checkpoint; micro-batches chosen from a memory budget leave the loss and gradients unchanged."""
+the last complete checkpoint; micro-batches chosen from a memory budget leave the loss and gradients unchanged;
+TRL's other options reach SFTConfig through train.sft_args."""
+
+import struct
 
 import pytest
 
-from s3ft.config import ModelConfig, TrainConfig
+from s3ft.config import ModelConfig, TrainConfig, load_config
+from s3ft.errors import S3FTError
 from s3ft.train import build_trainer
 
 
@@ -174,3 +178,57 @@ def test_micro_batches_and_checkpointing_leave_loss_and_gradients_unchanged(tiny
         assert grads2.keys() == grads.keys()
         for name, g in grads.items():
             torch.testing.assert_close(grads2[name], g, rtol=1e-4, atol=1e-7, msg=lambda m: f"{kind} {name}: {m}")
+
+
+def test_sft_args_reach_sft_config_and_override_only_the_defaults_s3ft_does_not_own(tiny_model_dir, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "1+1?"}], "target": "#### 2"}]
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    plain = build_trainer(str(tiny_model_dir), model_cfg, TrainConfig(), rows, tmp_path / "a")
+    assert plain.args.report_to == [] and plain.args.lr_scheduler_type == "cosine"  # "none": no logger
+    cfg = TrainConfig(seed=3, sft_args={"weight_decay": 0.05, "lr_scheduler_type": "linear",
+                                        "neftune_noise_alpha": 5.0, "save_total_limit": 2})
+    trainer = build_trainer(str(tiny_model_dir), model_cfg, cfg, rows, tmp_path / "b")
+    assert (trainer.args.weight_decay, trainer.args.lr_scheduler_type) == (0.05, "linear")
+    assert (trainer.args.neftune_noise_alpha, trainer.args.save_total_limit) == (5.0, 2)
+    assert trainer.args.seed == 3 and trainer.args.completion_only_loss  # s3ft's own settings stay
+
+
+def test_sft_args_that_s3ft_owns_are_refused_even_when_built_in_code(tiny_model_dir, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "1+1?"}], "target": "#### 2"}]
+    model_cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    with pytest.raises(S3FTError, match=r"^train\.sft_args\.seed: set by s3ft: use train\.seed$"):
+        build_trainer(str(tiny_model_dir), model_cfg, TrainConfig(sft_args={"seed": 1}), rows, tmp_path)
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[float]]:
+    """tag -> values of every scalar in the TensorBoard event files under `folder` (TFRecord framing:
+    length, its CRC, the serialized Event, its CRC)."""
+    try:
+        from tensorboardX.proto.event_pb2 import Event
+    except ImportError:  # tensorboard alone installed: its own copy of the protocol
+        from tensorboard.compat.proto.event_pb2 import Event
+    scalars: dict[str, list[float]] = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_report_to_tensorboard_writes_the_training_loss_to_event_files_offline(tiny_model_dir, tmp_path, monkeypatch):
+    from s3ft.train import train
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 1\n  batch_size: 2\n  max_length: 64\n"
+                      "  sft_args:\n    report_to: tensorboard\n    logging_steps: 1\n")
+    cfg = load_config(config)
+    rows = [{"messages": [{"role": "user", "content": f"{i} + 1?"}], "target": f"#### {i + 1}"} for i in range(6)]
+    stats = train(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), cfg.train,
+                  rows, tmp_path / "adapter")
+    scalars = _tensorboard_scalars(tmp_path / "adapter" / "checkpoints" / "runs")
+    assert len(scalars["train/loss"]) == stats["steps"] == 3  # logging_steps: 1, from sft_args too
+    assert scalars["train/loss"][-1] == pytest.approx(stats["last_logged_loss"], rel=1e-6)

@@ -9,7 +9,17 @@ from typing import List, Optional
 
 import typer
 
+from .backends import backend_names
+from .compare import CompareOptions, compare as compare_fn
+from .compare.lm_eval_bridge import GeneralEvalConfig
+from .config import load_config
+from .cost import estimate, format_estimate
 from .errors import S3FTError
+from .judges import get_judge, judge_names
+from .pipeline import run_pipeline
+from .strategies import STRATEGIES
+from .sweep import parse_seeds, run_sweep
+from .tasks import task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune LLMs on their own correct answers (SSR / S3FT) so they forget less.")
@@ -30,7 +40,6 @@ def _fail(e: Exception) -> None:
 
 def _load(config: Optional[Path], overrides: Optional[List[str]], data_dir: Optional[str] = None,
           output: Optional[Path] = None):
-    from .config import load_config
     extra = list(overrides or [])
     if data_dir:
         extra.append(f"data.data_dir={data_dir}")
@@ -40,7 +49,6 @@ def _load(config: Optional[Path], overrides: Optional[List[str]], data_dir: Opti
 
 
 def _run(config, overrides, data_dir, output, force, until):
-    from .pipeline import run_pipeline
     try:
         cfg = _load(config, overrides, data_dir, output)
         return run_pipeline(cfg, force=force, until=until)
@@ -65,7 +73,6 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
                                       "loading the model to measure its speed.")):
     """Run every stage: generate, judge, paraphrase, select, train, evaluate, report."""
     if dry_run:
-        from .cost import estimate, format_estimate
         try:
             typer.echo(format_estimate(estimate(_load(config, set_, data_dir, output), probe=not no_probe)))
         except S3FTError as e:
@@ -127,16 +134,13 @@ def parse_limit(text: str | None) -> int | dict[str, int] | None:
 def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
              output: Path | None, no_general: bool, batch_size: int, device: str, dtype: str, max_gen_toks: int | None,
              audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None) -> Path:
-    from .compare import CompareOptions, compare as compare_fn
     general = None
     if not no_general:
-        from .compare.lm_eval_bridge import GeneralEvalConfig
         kw = {"tasks": benchmarks} if benchmarks else {}
         general = GeneralEvalConfig(data_dir=data_dir or os.environ.get("S3FT_DATA_DIR") or None,
                                     limit=parse_limit(limit), seed=seed, batch_size=batch_size, device=device,
                                     dtype=dtype, max_gen_toks=max_gen_toks, **kw)
     if audit_judge not in ("auto", "none"):
-        from .judges import get_judge
         get_judge(audit_judge)  # unknown name: fail before any work
     opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
                           forgetting=not no_forgetting, audit_judge=None if audit_judge == "none" else audit_judge,
@@ -193,7 +197,6 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
                                                    "benchmarks too (default: the forgetting meter and in-domain only)."),
           limit: Optional[str] = typer.Option(None, "--limit", help="With --benchmarks: examples per benchmark.")):
     """Run the pipeline per training seed (seed-independent stages computed once), then compare them pooled."""
-    from .sweep import parse_seeds, run_sweep
     try:
         cfg_overrides = list(set_ or []) + ([f"data.data_dir={data_dir}"] if data_dir else []) + \
             ([f"output_dir={output}"] if output else [])
@@ -211,10 +214,6 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
 @app.command()
 def tasks():
     """List registered tasks, judges, strategies and backends."""
-    from .backends import backend_names
-    from .judges import judge_names
-    from .strategies import STRATEGIES
-    from .tasks import task_names
     typer.echo("tasks:      " + ", ".join(task_names()))
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))

@@ -7,6 +7,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -17,6 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import S3FTError
+from .judges import judge_names
+from .strategies import STRATEGIES
 
 
 @dataclass
@@ -137,19 +140,41 @@ class ParaphraseConfig:
 
 @dataclass
 class TrainConfig:
+    """Fine-tuning with TRL's `SFTTrainer` on the selected targets (see `s3ft.train`).
+
+    The fields below are the options s3ft reasons about (the cost estimate, the planted control,
+    resuming); every other `SFTConfig` option is reachable through `sft_args`.
+    """
+
+    # Field order is the order of config.json and train_meta.json: new fields go at the end.
+    # --- adapter
     lora: bool = True
     """LoRA via PEFT (False: full fine-tuning)."""
     lora_r: int = 8
+    """LoRA rank: the inner dimension of each adapter's two low-rank matrices."""
     lora_alpha: int = 16
+    """LoRA scaling numerator: the adapter's update is multiplied by `lora_alpha / lora_r`."""
     lora_dropout: float = 0.1
+    """Dropout on the adapter's input during training, in [0, 1)."""
     target_modules: Any = "all-linear"
     """PEFT target modules: `all-linear` or a list such as [q_proj, v_proj]."""
+    # --- optimisation
     learning_rate: float = 2e-4
+    """Peak learning rate; the schedule is cosine unless `sft_args` sets `lr_scheduler_type`. The `planted`
+    forgetting control multiplies it."""
     epochs: float = 2.0
+    """Passes over the selected targets; a fraction stops part-way through the last one."""
     batch_size: int = 8
+    """Rows per device per optimizer step, before gradient accumulation (run as smaller micro-batches when
+    `memory_budget_gib` requires it: same rows per step, same loss)."""
     grad_accum: int = 1
+    """Batches whose gradients are summed before each optimizer step (effective batch: batch_size x grad_accum
+    x devices)."""
     max_length: int = 1024
+    """Tokens per training sequence (prompt + target); longer ones are cut at the end."""
     warmup_ratio: float = 0.03
+    """Fraction of the total steps over which the learning rate rises linearly from 0, in [0, 1)."""
+    # --- memory and speed
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (~1/3 more compute, far less memory). Also turned on
     when even a micro-batch of one row would not fit `memory_budget_gib`."""
@@ -157,11 +182,74 @@ class TrainConfig:
     """Peak memory training may use. A batch whose predicted peak exceeds it is split into micro-batches with
     gradient accumulation (same rows per step, same loss). Default: a quarter of RAM on CPU, 90% of the GPU's."""
     packing: bool = False
+    """Pack several short sequences into one of `max_length` tokens: fewer padding tokens per step."""
+    # --- outputs and resuming
     merge: bool = False
     """Also save the adapter merged into the base weights."""
     save_steps: int = 50
     """Checkpoint every N steps so a killed training resumes."""
+    # --- reproducibility
     seed: int = 0
+    """LoRA initialisation, data order and dropout; `s3ft sweep --seeds` varies it."""
+    # --- everything else TRL offers
+    sft_args: dict = field(default_factory=dict)
+    """Extra keyword arguments for TRL's `SFTConfig`, passed as they are, e.g. {report_to: tensorboard,
+    weight_decay: 0.01, lr_scheduler_type: linear, neftune_noise_alpha: 5}. Checked against `SFTConfig`'s
+    fields when the config loads. The options s3ft sets from its own fields (output dir, completion-only
+    loss, seeds, epochs...) are refused, with the field to use instead (see `SFT_ARGS_REFUSED`).
+    `report_to` defaults to `none`. Part of the training fingerprint, except for options that only log or
+    publish (`SFT_ARGS_NOT_FINGERPRINTED`): changing those does not retrain."""
+
+    def check(self, where: str) -> None:
+        """Raise S3FTError naming `where.sft_args.<key>` for a key SFTConfig lacks or s3ft sets itself."""
+        if not self.sft_args:
+            return  # trl takes seconds to import: only when there is something to check
+        import trl  # third-party and heavy: not needed to parse a config without sft_args
+        known = {f.name for f in dataclasses.fields(trl.SFTConfig)}
+        for key in self.sft_args:
+            if key in SFT_ARGS_REFUSED:
+                raise S3FTError(f"{where}.sft_args.{key}: set by s3ft: {SFT_ARGS_REFUSED[key]}")
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise S3FTError(f"{where}.sft_args.{key}: not a field of trl's SFTConfig (trl {trl.__version__}){hint}")
+
+
+# SFTConfig fields that `train.sft_args` may not set: s3ft sets them from its own settings, or
+# resuming, the fingerprints, the cost estimate or the method itself depend on them. Value: why.
+SFT_ARGS_REFUSED = {
+    "output_dir": "checkpoints go to <output_dir>/adapters/<method>/checkpoints, where resuming looks for them",
+    "resume_from_checkpoint": "s3ft resumes from the newest complete checkpoint itself",
+    "save_strategy": "s3ft checkpoints every train.save_steps steps so that a killed run resumes",
+    "save_steps": "use train.save_steps",
+    "save_only_model": "resuming needs the optimizer, scheduler and RNG states",
+    "ignore_data_skip": "a resumed run continues the same data order, so it trains the same adapter",
+    "completion_only_loss": "the loss covers the target only (the prompt is masked): that is the method",
+    "assistant_only_loss": "the loss covers the target only (the prompt is masked): that is the method",
+    "chat_template_path": "training renders prompts with the model's own chat template, as generation does",
+    "seed": "use train.seed", "data_seed": "use train.seed",
+    "num_train_epochs": "use train.epochs",
+    "max_steps": "use train.epochs (the token count and the cost estimate assume whole passes)",
+    "learning_rate": "use train.learning_rate (the planted forgetting control scales it)",
+    "warmup_steps": "use train.warmup_ratio", "warmup_ratio": "use train.warmup_ratio",
+    "per_device_train_batch_size": "use train.batch_size", "gradient_accumulation_steps": "use train.grad_accum",
+    "max_length": "use train.max_length", "packing": "use train.packing",
+    "gradient_checkpointing": "use train.gradient_checkpointing",
+    "activation_checkpointing": "use train.gradient_checkpointing",
+    "bf16": "follows model.dtype", "fp16": "follows model.dtype", "use_cpu": "follows model.device",
+    "model_init_kwargs": "s3ft loads the model itself (model.dtype, model.trust_remote_code)",
+    "trust_remote_code": "use model.trust_remote_code",
+    "hub_token": "a token in the config is saved with the run (config.json): set HF_TOKEN instead",
+}
+
+# SFTConfig fields that only log or publish: they change no weight, so a finished run given
+# new ones is not retrained.
+SFT_ARGS_NOT_FINGERPRINTED = frozenset({
+    "report_to", "run_name", "project", "logging_strategy", "logging_steps", "logging_first_step",
+    "logging_nan_inf_filter", "log_level", "log_level_replica", "log_on_each_node", "disable_tqdm",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision",
+    "save_total_limit", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+})
 
 
 @dataclass
@@ -353,7 +441,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         src = "--set" if over and _mentions(over, str(e)) else where
         raise S3FTError(f"{src}: {e}") from None
     for section, part in (("generation.endpoint", cfg.generation.endpoint), ("judge.endpoint", cfg.judge.endpoint),
-                          ("forgetting", cfg.forgetting)):
+                          ("forgetting", cfg.forgetting), ("train", cfg.train)):
         try:
             part.check(section)
         except S3FTError as e:
@@ -412,11 +500,9 @@ def _check_values(cfg: RunConfig, origin: _Origins) -> None:
         value = getattr(getattr(cfg, section), name)
         if value is not None and not _within(value, rule):
             raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
-    from .strategies import STRATEGIES  # here: strategies are not needed to parse a config
     for m in cfg.methods:
         if m not in STRATEGIES:
             raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
-    from .judges import judge_names  # registered judges, plugins included
     if cfg.judge.name is not None and cfg.judge.name not in judge_names():
         raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
                         f"(known: {', '.join(judge_names())})")

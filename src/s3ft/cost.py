@@ -49,14 +49,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .backends import GenRequest
-from .backends.hf import render_prompt
+from .artifacts import fingerprint
+from .backends import GenRequest, render_prompt
+from .compare import drift, meter
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError
-from .judges import judge_names
+from .judges import get_judge, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
-from .models import cache_dir, load_tokenizer, materialize
+from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
+from .progress import console
+from .train import build_trainer, memory_plan, sequence_lengths
 from .strategies import needs_paraphrase
 from .tasks import get_task
 
@@ -240,7 +243,6 @@ def _forgetting_stages(cfg: RunConfig, tok, path: str, seq_gold: list[int], step
     (prompt, response) pairs, once for the base model and once per adapter, at the probe's prefill rate.
     The lm-eval probe, if any, is not timed.
     """
-    from .compare import drift, meter
     fc, gen = cfg.forgetting, cfg.generation
     prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
     prompt_len = _lengths(tok, [render_prompt(tok, GenRequest(str(r["id"]), meter.probe_messages(r["prompt"])))
@@ -272,7 +274,6 @@ def _forgetting_stages(cfg: RunConfig, tok, path: str, seq_gold: list[int], step
 def _shape(cfg: RunConfig, path: str) -> tuple[ModelShape | None, int]:
     """The model's sizes (built on the meta device, no weights read) and its bytes per element in training."""
     import torch
-    from .models import pick_device, pick_dtype
     device = pick_device(cfg.model.device)
     dtype = pick_dtype(cfg.model.dtype, device) if device.startswith("cuda") else torch.float32
     try:
@@ -329,7 +330,6 @@ def _trained_share(cfg: RunConfig, rows: int) -> float:
 
 
 def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: dict | None, ws: int) -> dict:
-    from .train import memory_plan
     t = cfg.train
     cut = [min(n, t.max_length) for n in seq]
     try:
@@ -352,7 +352,6 @@ def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: d
 
 def estimate_path(cfg: RunConfig) -> Path:
     """Where a dry run keeps its estimate for a run of the same config (outside the run directory)."""
-    from .artifacts import fingerprint
     return cache_dir() / "estimates" / f"{fingerprint(to_dict(cfg))}.json"
 
 
@@ -384,7 +383,6 @@ def estimate_beside_cost(cfg: RunConfig, cost: dict[str, dict]) -> dict | None:
     try:
         return against_cost(run_estimate(cfg), cost)
     except Exception as e:  # noqa: BLE001 - see above
-        from .progress import console
         console.print(f"[yellow]no estimate beside the cost in summary.json: {type(e).__name__}: {e}[/]")
         return None
 
@@ -396,8 +394,7 @@ def _probe(cfg: RunConfig, task, judge: str, path: str, tok, train: list, answer
     import gc
 
     import torch
-    from .backends.hf import HFBackend
-    from .models import load_model
+    from .backends.hf import HFBackend  # here: it imports torch and transformers, which counting tokens needs not
     gen = cfg.generation
     t0 = time.perf_counter()
     model = load_model(path, cfg.model)
@@ -454,7 +451,6 @@ def _probe(cfg: RunConfig, task, judge: str, path: str, tok, train: list, answer
 def _probe_generate(backend, task, judge: str, cfg: RunConfig, rows: list, requests: list[GenRequest],
                     prompt_lens: list[int], probe: dict, prefill: str = "") -> dict:
     """Generate `requests` as the run will; lengths, judged share and the simulation's correction factor."""
-    from .judges import get_judge, judge_generations
     gen = cfg.generation
     t = time.perf_counter()
     done = {g.id: g for batch in backend.generate(requests, gen.max_new_tokens, task.stop, task.answer_complete)
@@ -479,7 +475,6 @@ def _probe_train(cfg: RunConfig, path: str, task, rows: list) -> dict:
     import dataclasses
 
     from transformers import TrainerCallback
-    from .train import build_trainer, memory_plan, sequence_lengths
     data = [{"messages": task.messages(e), "target": e.gold} for e in rows]
     tok = load_tokenizer(path, cfg.model.trust_remote_code)
     micro = memory_plan(path, cfg.model, cfg.train, sequence_lengths(tok, data)).micro_batch

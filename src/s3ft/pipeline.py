@@ -22,15 +22,18 @@ from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
 from .backends import GenRequest, get_backend
 from .compare import drift, meter
-from .config import RunConfig, TrainConfig, to_dict
+from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
+from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
 from .models import check_model, materialize
 from .progress import console, progress_bar
+from .report import write_summary
 from .stats import wilson_ci
 from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
 from .tasks import Example, get_task
+from .train import train as train_fn
 
 STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
@@ -300,13 +303,21 @@ def _reason_kind(reason: str) -> str:
     return ":".join(head[:2]).strip() if head[0].endswith("rejected") else head[0]
 
 
+def train_key(cfg: TrainConfig) -> dict:
+    """The training settings that make the adapter. Left out: the memory budget (it changes how a step
+    is split into micro-batches, not what it computes), `sft_args` options that only log or publish,
+    and an empty `sft_args`, so that runs trained before it existed keep their fingerprint."""
+    key = {k: v for k, v in to_dict(cfg).items() if k != "memory_budget_gib"}
+    key["sft_args"] = {k: v for k, v in cfg.sft_args.items() if k not in SFT_ARGS_NOT_FINGERPRINTED}
+    if not key["sft_args"]:
+        del key["sft_args"]
+    return key
+
+
 def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
-    from .train import train as train_fn
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
-    # The memory budget changes how a step is split into micro-batches, not what it computes.
-    inputs = {"model": run.model_id, "targets": select_fp,
-              "train": {k: v for k, v in to_dict(train_cfg).items() if k != "memory_budget_gib"}}
+    inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
@@ -495,8 +506,6 @@ def _run_stages(run: Run, stop_after: int) -> dict:
     run.release_backend()
     if not dist.is_main():
         return {}
-    from .cost import estimate_beside_cost
-    from .report import write_summary
     return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
                          forgetting, estimate_beside_cost(cfg, run.cost))
 

@@ -57,6 +57,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    cfg.check("train")  # a TrainConfig made in code has not been through load_config
     device = pick_device(model_cfg.device)
     dtype = pick_dtype(model_cfg.dtype, device)
     on_gpu = device.startswith("cuda")
@@ -68,6 +69,16 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
     # transformers 5.x renamed gradient_checkpointing (the old name still works, with a warning).
     fields = {f.name for f in dataclasses.fields(SFTConfig)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    # s3ft's choices for the options it does not own; train.sft_args overrides them (the config
+    # check keeps it off the options s3ft owns: `SFT_ARGS_REFUSED`).
+    defaults = dict(
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, math.ceil(len(rows) / cfg.batch_size / 5)),
+        save_total_limit=1,
+        report_to="none",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; searching costs a pass
+    )
     # The config comes first: under `accelerate launch` with DeepSpeed ZeRO-3 creating it makes
     # from_pretrained below load each weight straight into its shard (zero.Init).
     args = SFTConfig(
@@ -77,13 +88,9 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
-        logging_steps=max(1, math.ceil(len(rows) / cfg.batch_size / 5)),
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=1,
-        report_to="none",
         max_length=cfg.max_length,
         packing=cfg.packing,
         **{ckpt: plan.gradient_checkpointing},
@@ -93,8 +100,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
         use_cpu=not on_gpu,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; searching costs a pass
+        **{**defaults, **cfg.sft_args},
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)

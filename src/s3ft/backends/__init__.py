@@ -71,6 +71,13 @@ def get_backend(name: str, *args, **kwargs) -> Backend:
     return BACKENDS[name](*args, **kwargs)
 
 
+def render_prompt(tokenizer, req: GenRequest) -> str:
+    """Chat template + generation prompt + optional prefill; the same rendering TRL trains on.
+    Every backend that renders prompts itself (hf, vllm, openai `completions`) and the cost estimate use it."""
+    text = tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+    return text + req.prefill
+
+
 def trim(text: str, finish_reason: str, stop: tuple[str, ...] = (), stop_regex: str | None = None) -> tuple[str, str]:
     """Cut a completion at its first stop string (kept) or where `stop_regex` first matches.
 

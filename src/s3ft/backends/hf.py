@@ -20,15 +20,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..config import GenerationConfig, ModelConfig
 from ..models import load_model, load_tokenizer
-from . import Generation, GenRequest, dedupe, register_backend, trim
+from . import Generation, GenRequest, dedupe, register_backend, render_prompt, trim
 from .hf_decode import blocked_vocab_projection, growing_cache, join_rows, keep_positions, refillable, unwrap
 from .hf_graph import StaticDecoder, decode_slots, static_decode_supported
-
-
-def render_prompt(tokenizer, req: GenRequest) -> str:
-    """Chat template + generation prompt + optional prefill; the same rendering TRL trains on."""
-    text = tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
-    return text + req.prefill
 
 
 class AnswerComplete(StoppingCriteria):

@@ -25,7 +25,9 @@ from typing import Iterator
 
 from ..config import EndpointConfig, GenerationConfig, ModelConfig
 from ..errors import S3FTError
-from . import Generation, GenRequest, dedupe, register_backend, trim
+from ..models import load_tokenizer
+from ..progress import console
+from . import Generation, GenRequest, dedupe, register_backend, render_prompt, trim
 
 RETRY_STATUS = {408, 409, 429}
 
@@ -66,7 +68,6 @@ class OpenAIBackend:
             raise S3FTError(f"{where}.api: `completions` needs the model's tokenizer locally (model.name_or_path)")
         self.api = "completions" if self.tokenizer is not None and self.ep.api != "chat" else "chat"
         if self.api == "chat" and self.ep.api == "auto" and model_path:
-            from ..progress import console
             console.print(f"[yellow]{where}: no local tokenizer for {model_path}; using the server's chat "
                           "template (a prefill needs continue_final_message, e.g. vLLM)[/]")
         self.client = openai.OpenAI(base_url=self.ep.base_url, api_key=os.environ.get(self.ep.api_key_env) or "EMPTY",
@@ -79,7 +80,6 @@ class OpenAIBackend:
 
     @staticmethod
     def _load_tokenizer(model_path: str, model_cfg: ModelConfig, required: bool):
-        from ..models import load_tokenizer
         try:
             return load_tokenizer(model_path, model_cfg.trust_remote_code if model_cfg else False)
         except Exception as e:  # no local files, no chat template: fall back to the server's template
@@ -103,7 +103,6 @@ class OpenAIBackend:
         """One completion: (text, server finish_reason, prompt tokens, completion tokens, stop string hit)."""
         params = self._params(max_new_tokens, stop)
         if self.api == "completions":
-            from .hf import render_prompt
             r = self.client.completions.create(prompt=render_prompt(self.tokenizer, req), **params)
             choice = _first_choice(r)
             text = choice.text
@@ -161,7 +160,6 @@ class OpenAIBackend:
                  stop_regex: str | None = None) -> Iterator[list[Generation]]:
         stop = tuple(stop)
         if self.api == "chat" and any(r.prefill for r in requests) and not self._warned_prefill:
-            from ..progress import console
             console.print(f"[yellow]{self.where}: prefill sent as continue_final_message; a server without it "
                           "(llama.cpp) starts a new turn instead. Set api: completions to render prompts here.[/]")
             self._warned_prefill = True

@@ -24,8 +24,7 @@ from typing import Iterator
 from ..config import GenerationConfig, ModelConfig
 from ..errors import S3FTError
 from ..models import load_tokenizer
-from . import Generation, GenRequest, dedupe, register_backend, trim
-from .hf import render_prompt
+from . import Generation, GenRequest, dedupe, register_backend, render_prompt, trim
 
 CHUNK = 512
 """Prompts per round trip to the engine: vLLM schedules them continuously; the pipeline

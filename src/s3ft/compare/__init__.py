@@ -37,6 +37,7 @@ from . import meter
 from .audit import judge_audit
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
+from .lm_eval_bridge import TASKS, evaluate_general, settings_differences
 from .records import Estimate, Paired
 from .report import write_reports
 from .runs import METHOD_ORDER, RunDir, load_run, load_runs, model_path_of
@@ -195,7 +196,6 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
     settings = None
     skipped: dict[str, str] = {}
     if general is not None:
-        from .lm_eval_bridge import TASKS, evaluate_general, settings_differences
         cache = Path(opts.cache_dir) if opts.cache_dir else out_dir / "cache"
         for run in runs:
             model = model_path_of(run)

@@ -21,6 +21,7 @@ from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
 from ..progress import progress_bar
 from . import drift, likelihood
+from .lm_eval_bridge import GeneralEvalConfig, evaluate_general
 from .records import Estimate, Paired
 from .target_nll import encode_target
 
@@ -82,7 +83,6 @@ def probe_benchmark_config(fc: ForgettingConfig, data_dir: str | None, model_cfg
     """The lm-eval settings of the labelled probe (None when it has no benchmarks)."""
     if not fc.benchmarks:
         return None
-    from .lm_eval_bridge import GeneralEvalConfig
     where = str(BUILTIN_PROBE_DIR) if fc.benchmark_data_dir == "builtin" else (fc.benchmark_data_dir or data_dir)
     return GeneralEvalConfig(tasks=list(fc.benchmarks), data_dir=where, limit=fc.benchmark_limit,
                              batch_size=16, dtype=model_cfg.dtype, device=model_cfg.device)
@@ -91,7 +91,6 @@ def probe_benchmark_config(fc: ForgettingConfig, data_dir: str | None, model_cfg
 def run_probe_benchmarks(run_dir: Path, model_path: str, gcfg, adapters: dict[str, str | None],
                          say: Callable[[str], None]) -> dict[str, dict]:
     """lm-eval results per label (cached under forgetting/lm_eval: a rerun loads nothing)."""
-    from .lm_eval_bridge import evaluate_general
     return {label: evaluate_general(model_path, adapter, gcfg, run_dir / FOLDER / "lm_eval", progress=say)
             for label, adapter in adapters.items()}
 

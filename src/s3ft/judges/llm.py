@@ -24,8 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from ..backends import GenRequest, backend_names, get_backend
+from ..backends.openai_compat import resolve_endpoint
 from ..config import GenerationConfig, JudgeConfig, ModelConfig
 from ..errors import S3FTError
+from ..models import materialize
 from . import Verdict, register_judge
 
 VERSION = "llm-1"
@@ -119,7 +122,6 @@ class LLMJudge:
     def __init__(self, config: JudgeConfig | None = None, run_model: ModelConfig | None = None,
                  model_path: Callable[[], str] | None = None, shared_backend: Callable[[], object] | None = None,
                  cache_path: str | Path | None = None, batch_size: int = 8):
-        from ..backends import backend_names
         self.cfg = config or JudgeConfig(name="llm")
         self.run_model = run_model or ModelConfig()
         if self.cfg.backend not in backend_names():
@@ -130,7 +132,6 @@ class LLMJudge:
         self.cache = VerdictCache(cache_path)
         self._backend = None
         if self.cfg.backend == "openai":
-            from ..backends.openai_compat import resolve_endpoint
             ep = self.cfg.endpoint
             self.endpoint = resolve_endpoint(replace(ep, model=self.cfg.model or ep.model), self.run_model.name_or_path,
                                              "judge.endpoint")
@@ -161,7 +162,6 @@ class LLMJudge:
     def backend(self):
         """The judge's generation backend. The run's own hf model is borrowed per call, not kept,
         so `Run.release_backend` still frees it before training."""
-        from ..backends import get_backend
         if self._backend is not None:
             return self._backend
         gen = self._gen_cfg()
@@ -185,12 +185,10 @@ class LLMJudge:
 
     def _run_path(self) -> str:
         if self._model_path is None:
-            from ..models import materialize
             return materialize(self.run_model)
         return self._model_path()
 
     def _local_path(self, spec: str) -> str:
-        from ..models import materialize
         return materialize(replace(self.run_model, name_or_path=spec, gguf_file=None))
 
     def close(self) -> None:
@@ -200,7 +198,6 @@ class LLMJudge:
 
     # --- the protocol -------------------------------------------------------------------
     def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:
-        from ..backends import GenRequest
         keys, todo = [], {}
         for ex, resp in zip(examples, responses):
             msgs = judge_messages(ex, resp)

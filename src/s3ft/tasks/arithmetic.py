@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from ..errors import S3FTError
 from ._math import MathTask
 from . import Example, register_task
 
@@ -69,6 +70,5 @@ class Arithmetic(MathTask):
                 seen.add(q)
                 out[sp].append(Example(id=f"arith-{sp}-{len(out[sp])}", question=q, gold=g, meta={"answer": str(r)}))
         if split not in out:
-            from ..errors import S3FTError
             raise S3FTError(f"task 'arithmetic': unknown split '{split}' (train, test)")
         return out[split]
