@@ -167,17 +167,16 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
     todo = dist.shard(pending)
     if todo:
         # the first batch's cost (time and memory) includes loading the model
-        t0, mem = time.time(), RSSMonitor().start()
-        backend = backend_fn()
-        done = len(requests) - len(pending)
-        with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
-            for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
-                t1 = time.time()
-                out.append([g.to_dict() for g in batch], StageCost(
-                    t1 - t0, sum(g.completion_tokens for g in batch), len(batch), round(mem.read(), 2)))
-                t0 = t1
-                advance(len(batch))
-        mem.stop()
+        t0, done = time.time(), len(requests) - len(pending)
+        with RSSMonitor() as mem:
+            backend = backend_fn()
+            with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
+                for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
+                    t1 = time.time()
+                    out.append([g.to_dict() for g in batch], StageCost(
+                        t1 - t0, sum(g.completion_tokens for g in batch), len(batch), round(mem.read(), 2)))
+                    t0 = t1
+                    advance(len(batch))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
     run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
@@ -437,14 +436,16 @@ def stage_forgetting(run: Run, adapters: dict[str, str]) -> dict:
     labels: dict[str, str | None] = {"base": None, **adapters}
 
     def measure() -> dict:
-        t0, mem = time.time(), RSSMonitor().start()
-        responses = [{"id": r["id"], "prompt": r["prompt"], "text": g["text"]} for r, g in zip(prompts, gens)]
-        meter.measure_drift(run.dir, run.model_path, run.cfg.model, run.model_id, fc, labels, responses, run.force)
-        gcfg = meter.probe_benchmark_config(fc, run.cfg.data.data_dir, run.cfg.model)
-        results = meter.run_probe_benchmarks(run.dir, run.model_path, gcfg, labels,
-                                             lambda m: console.print(f"[dim]{m}[/]")) if gcfg else None
-        pairs = meter.run_pairs(run.dir, list(labels), results, list(fc.benchmarks))
-        run._cost("forgetting", StageCost(round(time.time() - t0, 3), 0, len(labels), round(mem.stop(), 2)),
+        t0 = time.time()
+        with RSSMonitor() as mem:
+            responses = [{"id": r["id"], "prompt": r["prompt"], "text": g["text"]} for r, g in zip(prompts, gens)]
+            meter.measure_drift(run.dir, run.model_path, run.cfg.model, run.model_id, fc, labels, responses,
+                                run.force)
+            gcfg = meter.probe_benchmark_config(fc, run.cfg.data.data_dir, run.cfg.model)
+            results = meter.run_probe_benchmarks(run.dir, run.model_path, gcfg, labels,
+                                                 lambda m: console.print(f"[dim]{m}[/]")) if gcfg else None
+            pairs = meter.run_pairs(run.dir, list(labels), results, list(fc.benchmarks))
+        run._cost("forgetting", StageCost(round(time.time() - t0, 3), 0, len(labels), round(mem.peak_gib, 2)),
                   reused=False)
         return meter.write_summary(run.dir, pairs, meter.probe_accuracy(results) if results else {}, fc)
     return dist.on_main(measure)
