@@ -31,7 +31,7 @@ from .models import check_model, materialize
 from .progress import console, progress_bar
 from .report import write_summary
 from .stats import wilson_ci
-from .strategies import STRATEGIES, needs_paraphrase, paraphrase_problem
+from .strategies import GOLD, Judged, TrainingRecord, get_strategy, needs_paraphrase, paraphrase_problem
 from .tasks import Example, get_task
 from .train import train as train_fn
 
@@ -268,19 +268,20 @@ def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> 
 def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
                  paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
-    if method not in STRATEGIES:
-        raise S3FTError(f"methods: unknown strategy '{method}' (known: {', '.join(STRATEGIES)})")
-    strategy = STRATEGIES[method]
-    rows = []
+    strategy = get_strategy(method)
+    rows, kinds = [], []
     for e in train:
-        rec = {"id": e.id, "gold": e.gold,
-               "answer": {"text": answers[e.id]["text"], **a_verdicts[e.id]},
-               "paraphrase": {"text": paras[e.id]["text"], **p_verdicts[e.id]} if e.id in p_verdicts else None}
-        target, source, reason = strategy(rec)
-        rows.append({"id": e.id, "messages": run.task.messages(e), "target": target, "source": source,
-                     "reason": reason})
+        a, p = a_verdicts[e.id], p_verdicts.get(e.id)
+        rec = TrainingRecord(e.id, e.gold, Judged(answers[e.id]["text"], a["correct"], a["reason"]),
+                             Judged(paras[e.id]["text"], p["correct"], p["reason"]) if p else None)
+        target = strategy(rec)
+        rows.append({"id": e.id, "messages": run.task.messages(e), "target": target.text, "source": target.source,
+                     "reason": str(target.reason)})
+        kinds.append(target.reason.kind)
     mix = Counter(r["source"] for r in rows)
-    rejections = Counter(_reason_kind(r["reason"]) for r in rows if r["source"] == "gold" and method != "sft")
+    # a strategy that only ever emits gold has no fallback to explain
+    falls_back = set(strategy.sources) != {GOLD}
+    rejections = Counter(k for r, k in zip(rows, kinds) if r["source"] == GOLD and falls_back)
     stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
@@ -294,12 +295,6 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
         write_jsonl(path, rows)
         write_json(run.dir / f"train_{method}.stats.json", stats)
     return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
-
-
-def _reason_kind(reason: str) -> str:
-    """Collapse a reason to its kind for the stats ('wrong answer', 'filtered: too short', ...)."""
-    head = reason.split(":")
-    return ":".join(head[:2]).strip() if head[0].endswith("rejected") else head[0]
 
 
 def train_key(cfg: TrainConfig) -> dict:
