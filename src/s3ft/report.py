@@ -7,6 +7,7 @@ from rich.table import Table
 from .artifacts import write_json
 from .config import to_dict
 from .progress import console
+from .strategies import group_counts, source_groups
 
 
 def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None,
@@ -49,9 +50,17 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
 
 
 def _mix(stats: dict) -> dict:
+    """A method's target mix per display group, each under its first source label ('self', 'paraphrase', 'gold')."""
     mix = stats.get("target_mix", {})
-    return {"self": mix.get("self", 0), "paraphrase": mix.get("paraphrase", 0) + mix.get("rewrite", 0),
-            "gold": mix.get("gold", 0)}
+    groups = source_groups(mix)
+    return {labels[0]: n for labels, n in zip(groups.values(), group_counts(mix, groups))}
+
+
+def mix_table(mixes: dict[str, dict[str, int]]) -> tuple[list[str], list[list[int]]]:
+    """(column names, one row of counts per mix): a column per display group, named by its source labels
+    ('paraphrase/rewrite')."""
+    groups = source_groups(label for mix in mixes.values() for label in mix)
+    return ["/".join(labels) for labels in groups.values()], [group_counts(mix, groups) for mix in mixes.values()]
 
 
 def render_markdown(s: dict, base: float | None) -> str:
@@ -78,10 +87,10 @@ def render_markdown(s: dict, base: float | None) -> str:
                   "(points) and Δ log p(correct) (nats) on a labelled multiple-choice sample; < 0 = forgetting. "
                   "`base` is the base model against itself (exactly 0); controls: `control-untrained` is an untrained "
                   "adapter (must read ~0), `control-planted` SFT at a much higher learning rate (must read > 0)."]
-    lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |", "|---|---:|---:|---:|"]
-    for m, mix in s["target_mix_by_method"].items():
-        lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
-                     f"{mix.get('gold', 0)} |")
+    cols, counts = mix_table(s["target_mix_by_method"])
+    lines += ["", "## Training-target mix", "", "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for m, row in zip(s["target_mix_by_method"], counts):
+        lines.append(f"| {m} | " + " | ".join(map(str, row)) + " |")
     if s.get("answer_formats_by_method"):
         lines += ["", "## Answer formats of the training targets", ""] + answer_format_table(s["answer_formats_by_method"])
     lines += ["", "## Why rows fell back to gold", ""]
@@ -172,4 +181,4 @@ def print_table(s: dict) -> None:
             t.add_row(*r)
         console.print(t)
     mix = s["target_mix"]
-    console.print(f"S3FT target mix: self {mix['self']}, paraphrase {mix['paraphrase']}, gold {mix['gold']}")
+    console.print("S3FT target mix: " + ", ".join(f"{k} {v}" for k, v in mix.items()))

@@ -8,9 +8,9 @@ from ..artifacts import read_jsonl
 from ..config import DataConfig
 from ..judges import get_judge, judge_generations
 from ..stats import wilson_ci
+from ..strategies import GOLD, source_group
 from ..tasks import Example, get_task
 from .runs import RunDir
-from .target_nll import SOURCE_GROUP
 
 
 def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> dict:
@@ -30,8 +30,8 @@ def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> 
         p = run.path / f"train_{m}.jsonl"
         if m != "base" and p.is_file():
             for r in read_jsonl(p):
-                if r["source"] != "gold":
-                    selected.setdefault((r["id"], SOURCE_GROUP[r["source"]]), []).append(m)
+                if r["source"] != GOLD:
+                    selected.setdefault((r["id"], source_group(r["source"])), []).append(m)
     population, truncated, filtered = [], 0, 0
     for kind, gens_file, prefill in (("answer", "answers", ""), ("paraphrase", "paraphrases", task.paraphrase_prefill)):
         if not (run.path / f"{gens_file}_verdicts.jsonl").is_file():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 
+from ..strategies import group_counts, source_groups
+
 PALETTE = {"base": "#7f7f7f", "sft": "#d62728", "sdft": "#9467bd", "ssr": "#ff7f0e", "s3ft": "#1f77b4",
            "control-untrained": "#bcbd22", "control-planted": "#8c564b"}
 GROUP_COLORS = {"gold": "#d62728", "paraphrase": "#2ca02c", "own answer": "#1f77b4"}
+MORE_GROUP_COLORS = ["#e377c2", "#17becf", "#bcbd22", "#8c564b"]  # display groups of other strategies' sources
 PLOT_TITLES = {"gain_vs_forgetting": "In-domain gain vs forgetting (drift from the base model)",
                "tradeoff": "In-domain accuracy vs average general drop",
                "deltas": "Per-benchmark change vs base", "target_mix": "Training-target mix",
@@ -156,28 +159,27 @@ def deltas(data: dict) -> bytes | None:
     return _png(fig)
 
 
+def _group_color(group: str, groups: list[str]) -> str:
+    others = [g for g in groups if g not in GROUP_COLORS]
+    return GROUP_COLORS.get(group) or MORE_GROUP_COLORS[others.index(group) % len(MORE_GROUP_COLORS)]
+
+
 def target_mix(data: dict) -> bytes | None:
     """Training-target mix (own answer / paraphrase / gold) per method, averaged over runs."""
-    mixes: dict[str, dict[str, float]] = {}
-    for block in data["per_run"].values():
-        for m, r in block.items():
-            if r.get("target_mix"):
-                mix = r["target_mix"]
-                d = mixes.setdefault(m, {"self": 0.0, "paraphrase/rewrite": 0.0, "gold": 0.0, "_n": 0})
-                d["self"] += mix.get("self", 0)
-                d["paraphrase/rewrite"] += mix.get("paraphrase", 0) + mix.get("rewrite", 0)
-                d["gold"] += mix.get("gold", 0)
-                d["_n"] += 1
-    if not mixes:
+    found = [(m, r["target_mix"]) for block in data["per_run"].values() for m, r in block.items() if r.get("target_mix")]
+    if not found:
         return None
+    groups = source_groups(source for _, mix in found for source in mix)
+    mixes: dict[str, list[list[int]]] = {}
+    for m, mix in found:
+        mixes.setdefault(m, []).append(group_counts(mix, groups))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     names = [m for m in data["methods"] if m in mixes]
     bottom = [0.0] * len(names)
-    for part, color in (("self", GROUP_COLORS["own answer"]), ("paraphrase/rewrite", GROUP_COLORS["paraphrase"]),
-                        ("gold", GROUP_COLORS["gold"])):
-        vals = [mixes[m][part] / mixes[m]["_n"] for m in names]
-        ax.bar(names, vals, bottom=bottom, label=part, color=color)
+    for i, (group, labels) in enumerate(groups.items()):
+        vals = [sum(float(c[i]) for c in mixes[m]) / len(mixes[m]) for m in names]
+        ax.bar(names, vals, bottom=bottom, label="/".join(labels), color=_group_color(group, list(groups)))
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("training rows" + (" (mean over runs)" if _multi(data) else ""))
     ax.set_title("Training-target mix per method")
@@ -198,13 +200,12 @@ def logprob_hist(data: dict) -> bytes | None:
     allv = [v for vals in pooled.values() for v in vals]
     lo, hi = min(allv), max(allv)
     bins = [lo + (hi - lo + 1e-9) * i / 25 for i in range(26)]
-    for g in ("gold", "paraphrase", "own answer"):
-        vals = pooled.get(g, [])
+    for g, vals in pooled.items():  # in `target_nll.histogram_groups` order
         if vals:
-            ax.hist(vals, bins=bins, alpha=0.55, color=GROUP_COLORS[g],
+            ax.hist(vals, bins=bins, alpha=0.55, color=_group_color(g, list(pooled)),
                     label=f"{g} (n={len(vals)}, mean {sum(vals) / len(vals):.2f})")
         else:
-            ax.plot([], [], color=GROUP_COLORS[g], label=f"{g} (no rows)")
+            ax.plot([], [], color=_group_color(g, list(pooled)), label=f"{g} (no rows)")
     ax.set_xlabel("base model's mean per-token log-probability of the target")
     ax.set_ylabel("targets")
     ax.set_title("How far each target type is from the base model")

@@ -10,6 +10,7 @@ import base64
 import html
 from pathlib import Path
 
+from ..strategies import group_counts, source_groups
 from .plots import PLOT_TITLES, make_plots
 
 
@@ -111,17 +112,12 @@ def aggregate_table(data: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def mix_table(data: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["run", "method", "self", "paraphrase/rewrite", "gold", "rows"]
-    rows = []
-    for label, block in data["per_run"].items():
-        for m, r in block.items():
-            mix = r.get("target_mix")
-            if not mix:
-                continue
-            para = mix.get("paraphrase", 0) + mix.get("rewrite", 0)
-            rows.append([label, m, str(mix.get("self", 0)), str(para), str(mix.get("gold", 0)),
-                         str(sum(mix.values()))])
-    return head, rows
+    """Rows per run and method; a column per display group of target sources, named by its labels."""
+    mixes = [(label, m, r["target_mix"]) for label, block in data["per_run"].items() for m, r in block.items()
+             if r.get("target_mix")]
+    groups = source_groups(source for _, _, mix in mixes for source in mix)
+    head = ["run", "method", *("/".join(labels) for labels in groups.values()), "rows"]
+    return head, [[label, m, *map(str, group_counts(mix, groups)), str(sum(mix.values()))] for label, m, mix in mixes]
 
 
 def nll_source_table(data: dict) -> tuple[list[str], list[list[str]]]:

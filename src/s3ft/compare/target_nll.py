@@ -9,11 +9,14 @@ from ..artifacts import StageArtifact, fingerprint, read_jsonl
 from ..config import ModelConfig
 from ..models import load_model, load_tokenizer
 from ..progress import progress_bar
+from ..strategies import source_group, source_groups
 from .runs import RunDir
 from .scoring import Encoded, completion_logprobs, token_nll
 
-SOURCE_GROUP = {"self": "own answer", "paraphrase": "paraphrase", "rewrite": "paraphrase", "gold": "gold"}
-GROUPS = ["gold", "paraphrase", "own answer"]
+
+def histogram_groups() -> list[str]:
+    """The display groups of target sources, gold first: 'gold', 'paraphrase', 'own answer'."""
+    return list(reversed(source_groups()))
 
 
 def _ids(x) -> list[int]:
@@ -148,7 +151,7 @@ def summarize_nll(rows: list[dict], iters: int = 2000, seed: int = 0) -> dict:
 def logprob_histogram_data(run: RunDir, methods: list[str]) -> dict[str, list[float]]:
     """Per-row mean per-token log-prob of distinct targets, grouped as gold / paraphrase / own answer."""
     seen: set = set()
-    groups: dict[str, list[float]] = {g: [] for g in GROUPS}
+    groups: dict[str, list[float]] = {g: [] for g in histogram_groups()}
     for m in methods:
         path = run.path / f"nll_{m}.jsonl"
         if not path.is_file():
@@ -158,7 +161,7 @@ def logprob_histogram_data(run: RunDir, methods: list[str]) -> dict[str, list[fl
             if key in seen or r["tokens"] <= 0:
                 continue
             seen.add(key)
-            groups[SOURCE_GROUP.get(r["source"], r["source"])].append(-r["nll"])
+            groups.setdefault(source_group(r["source"]), []).append(-r["nll"])
     return groups
 
 
