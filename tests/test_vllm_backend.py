@@ -64,6 +64,8 @@ def test_engine_and_sampling_args(tmp_path):
         vllm_backend.engine_args("/m", ModelConfig(), gen, str(tmp_path / "missing"))
     s = vllm_backend.sampling_args(gen, 64, ("</s>",))
     assert s["max_tokens"] == 64 and s["temperature"] == 0.0 and s["stop"] == ["</s>"] and "top_p" not in s
+    sampled = vllm_backend.sampling_args(GenerationConfig(temperature=0.7, seed=3), 64, ())
+    assert "seed" not in sampled  # a per-request seed would make repeated prompts sample the same text
 
 
 def test_missing_vllm_is_a_clear_error(tiny_model_dir, monkeypatch):

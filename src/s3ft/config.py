@@ -103,6 +103,15 @@ class GenerationConfig:
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
     seed: int = 0
+    self_samples: int = 1
+    """Own answers tried per training row: the greedy one and, where the judge rejects it, `self_samples - 1`
+    sampled ones (rejection-sampling fine-tuning, Yuan et al. 2023). SSR and S3FT then train on an accepted
+    sample, the one the base model finds most likely, before falling back to a paraphrase or gold. 1: the
+    greedy answer only, as in the SSR and S3FT papers."""
+    self_sample_temperature: float = 0.7
+    """Sampling temperature of those extra answers (greedy decoding is unaffected)."""
+    self_sample_top_p: float = 0.95
+    """Nucleus sampling for those extra answers."""
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     """The server, for `backend: openai`."""
     engine_args: dict = field(default_factory=dict)
@@ -457,6 +466,8 @@ RANGES = {
     "data.train_limit": ">= 1", "data.test_limit": ">= 1",
     "generation.max_new_tokens": ">= 1", "generation.batch_size": ">= 1",
     "generation.temperature": ">= 0", "generation.top_p": "in (0, 1]",
+    "generation.self_samples": ">= 1", "generation.self_sample_temperature": "> 0",
+    "generation.self_sample_top_p": "in (0, 1]",
     "judge.max_new_tokens": ">= 1",
     "paraphrase.min_length_ratio": ">= 0", "paraphrase.min_words": ">= 0",
     "train.lora_r": ">= 1", "train.lora_alpha": "> 0", "train.lora_dropout": "in [0, 1)",

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
-from .backends import GenRequest, get_backend
+from .backends import GenRequest, Sampling, get_backend
 from .compare import drift, meter
+from .compare.target_nll import NLLScorer, encode_target
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -34,6 +35,9 @@ from .stats import wilson_ci
 from .strategies import GOLD, Judged, TrainingRecord, get_strategy, needs_paraphrase, paraphrase_problem
 from .tasks import Example, get_task
 from .train import train as train_fn
+
+# Best-of-k own answers: their settings are part of the samples' fingerprint only, not of the greedy answers'.
+SELF_SAMPLE_KEYS = ("self_samples", "self_sample_temperature", "self_sample_top_p")
 
 STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
@@ -82,7 +86,8 @@ class Run:
         # Batch size, batch compaction, CUDA graphs and engine resources change speed, not text:
         # not part of the fingerprint.
         self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
-                       if k not in ("batch_size", "compact_batches", "cuda_graphs", "engine_args", "endpoint")}
+                       if k not in ("batch_size", "compact_batches", "cuda_graphs", "engine_args", "endpoint",
+                                    *SELF_SAMPLE_KEYS)}
         if cfg.generation.backend == "openai":  # the served model and prompt route; not URL, timeouts
             self.gen_id["endpoint"] = {"model": cfg.generation.endpoint.model, "api": cfg.generation.endpoint.api}
 
@@ -154,13 +159,16 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
 
 
 def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_key: dict,
-             max_new_tokens: int, task_stops: bool = True) -> tuple[list[dict], str]:
+             max_new_tokens: int, task_stops: bool = True, sampling: dict | None = None) -> tuple[list[dict], str]:
     """Generate for every request not yet on disk; returns rows in request order + fingerprint.
-    `task_stops=False` lets answers run to end of turn (the task's stop rules do not apply)."""
+    `task_stops=False` lets answers run to end of turn (the task's stop rules do not apply);
+    `sampling`: the decoding settings `backend_fn`'s backend samples with, where they are not `run.gen_id`'s."""
     stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if task_stops else ([], None)
     inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
               "stop": stop, "stop_regex": stop_regex,
               "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
+    if sampling is not None:
+        inputs["sampling"] = sampling
     # `out` is `art` itself in one process, else this rank's shard of it (see distributed.py)
     art, out = dist.open_stage(run.dir / name, inputs, run.force)
     pending = [r for r in requests if r.id not in art.rows]
@@ -235,6 +243,60 @@ def stage_judge(run: Run, train: list[Example], gens: list[dict], gen_fp: str) -
     return judge(run, "answers_verdicts.jsonl", train, gens, gen_fp)
 
 
+def stage_self_samples(run: Run, train: list[Example], answers: dict, verdicts: dict,
+                       verdicts_fp: str) -> tuple[dict, dict, str]:
+    """Best-of-k own answers (`generation.self_samples`): where the greedy answer was rejected, sample
+    k-1 more and judge them. A row with accepted samples takes, as its own answer, the one the base
+    model finds most likely (lowest mean NLL per token): among correct own answers, the one that
+    shifts the model least. Returns the answers and verdicts with those rows replaced."""
+    gc = run.cfg.generation
+    if gc.self_samples == 1 or not any(get_strategy(m).needs.uses_own_samples for m in run.cfg.methods):
+        return answers, verdicts, verdicts_fp
+    failed = [e for e in train if not verdicts[e.id]["correct"]]
+    samples = {f"{e.id}#{j}": (e, j) for e in failed for j in range(1, gc.self_samples)}
+    requests = [GenRequest(sid, run.task.messages(e)) for sid, (e, _) in samples.items()]
+    sampling = {"temperature": gc.self_sample_temperature, "top_p": gc.self_sample_top_p, "seed": gc.seed}
+    gens, gen_fp = generate(run, "self_samples.jsonl", requests,
+                            lambda: Sampling(run.backend(), gc.self_sample_temperature, gc.self_sample_top_p),
+                            base_model_key(run), gc.max_new_tokens, sampling=sampling)
+    examples = [dataclasses.replace(e, id=sid) for sid, (e, _) in samples.items()]
+    s_verdicts, s_fp = judge(run, "self_samples_verdicts.jsonl", examples, gens, gen_fp)
+    accepted: dict[str, list[dict]] = {}
+    for g in gens:
+        if s_verdicts[g["id"]]["correct"]:
+            accepted.setdefault(samples[g["id"]][0].id, []).append(g)
+    nll = _sample_nll(run, samples, [g for choices in accepted.values() if len(choices) > 1 for g in choices], s_fp)
+    answers, verdicts = dict(answers), dict(verdicts)
+    for eid, choices in accepted.items():
+        best = min(choices, key=lambda g: nll.get(g["id"], 0.0))  # one accepted sample: no scoring needed
+        j = samples[best["id"]][1]
+        v = s_verdicts[best["id"]]
+        answers[eid] = {**best, "id": eid, "sample": j}
+        verdicts[eid] = {**v, "id": eid, "reason": f"sample {j} of {gc.self_samples - 1}: {v['reason']}"}
+    return answers, verdicts, fingerprint([verdicts_fp, s_fp])
+
+
+def _sample_nll(run: Run, samples: dict, gens: list[dict], verdicts_fp: str) -> dict[str, float]:
+    """Mean NLL per token under the base model of the accepted samples that compete for one row."""
+    if not gens:
+        return {}
+    art = run.artifact("self_samples_nll.jsonl", {"model": run.model_id, "samples": verdicts_fp,
+                                                  "scoring": "trl-prompt-completion-v1"})
+    todo = [g for g in gens if g["id"] not in art.rows]
+    if todo:
+        backend = run.backend()
+        scorer = (NLLScorer.from_loaded(backend.model, backend.tokenizer) if hasattr(backend, "model")
+                  else NLLScorer(run.model_path, to_dict(run.cfg.model)))
+        with progress_bar("score accepted samples", len(gens), len(gens) - len(todo)) as advance:
+            for g in todo:
+                ids, p = encode_target(scorer.tok, run.task.messages(samples[g["id"]][0]), g["text"])
+                (mean_nll, tokens), = scorer.score([(ids, p)])
+                art.append([{"id": g["id"], "nll": mean_nll, "tokens": tokens}])
+                advance(1)
+    art.finish({"rows": len(art.rows)})
+    return {sid: r["nll"] for sid, r in art.rows.items()}
+
+
 def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> tuple[dict, dict, str]:
     """The model restates the gold answer in its own words (S3FT's middle tier, SDFT's rewrite)."""
     methods = run.cfg.methods
@@ -279,12 +341,15 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
                      "reason": str(target.reason)})
         kinds.append(target.reason.kind)
     mix = Counter(r["source"] for r in rows)
+    from_samples = sum(r["source"] == "self" and "sample" in answers[r["id"]] for r in rows)
     # a strategy that only ever emits gold has no fallback to explain
     falls_back = set(strategy.sources) != {GOLD}
     rejections = Counter(k for r, k in zip(rows, kinds) if r["source"] == GOLD and falls_back)
     stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
+    if run.cfg.generation.self_samples > 1 and strategy.needs.uses_own_samples:
+        stats["self_from_samples"] = from_samples
     formats = [run.task.answer_format(r["target"]) for r in rows]
     if any(f is not None for f in formats):  # e.g. math: 'answer is' / '####' / 'boxed' / 'none'
         stats["answer_formats"] = dict(Counter(formats).most_common())
@@ -475,6 +540,7 @@ def _run_stages(run: Run, stop_after: int) -> dict:
         return {}
     a_verdicts, a_fp = stage_judge(run, train, gens, gen_fp)
     answers = {g["id"]: g for g in gens}
+    answers, a_verdicts, a_fp = stage_self_samples(run, train, answers, a_verdicts, a_fp)
     if stop_after < STAGES.index("paraphrase"):
         return {}
     paras, p_verdicts, p_fp = stage_paraphrases(run, train, a_verdicts)

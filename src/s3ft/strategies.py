@@ -118,8 +118,9 @@ class Needs:
     the rows whose own answer the judge rejected (`failed_rows`, S3FT's middle tier) or of every row
     (`every_row`, SDFT's rewrite)."""
     uses_own_samples: bool = False
-    """Several sampled own answers per query (best-of-k). Reserved: no stage samples them yet, so a strategy
-    that sets it cannot be registered."""
+    """Best-of-k own answers (`generation.self_samples`): where the greedy answer is rejected, an accepted
+    sampled answer stands in for it in `TrainingRecord.answer`. Samples are made only for runs with such a
+    strategy."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,6 @@ def register_strategy(name: str, *, needs: Needs = Needs(), sources: Mapping[str
     if needs.paraphrase not in get_args(ParaphraseNeed):
         raise S3FTError(f"strategy '{name}': needs.paraphrase must be one of {', '.join(get_args(ParaphraseNeed))}, "
                         f"not {needs.paraphrase!r}")
-    if needs.uses_own_samples:
-        raise S3FTError(f"strategy '{name}': needs.uses_own_samples: no stage samples own answers yet")
     if not sources:
         raise S3FTError(f"strategy '{name}': declares no sources")
     for other in STRATEGIES.values():
@@ -214,7 +213,7 @@ def sft(rec: TrainingRecord) -> Target:
     return Target(rec.gold, GOLD, Reason("gold"))
 
 
-@register_strategy("ssr", sources={"self": "own answer", GOLD: GOLD})
+@register_strategy("ssr", needs=Needs(uses_own_samples=True), sources={"self": "own answer", GOLD: GOLD})
 def ssr(rec: TrainingRecord) -> Target:
     """Selective Self-Rehearsal: the model's own answer where judged correct, else gold."""
     if rec.answer.correct:
@@ -222,7 +221,7 @@ def ssr(rec: TrainingRecord) -> Target:
     return Target(rec.gold, GOLD, Reason.rejected("own answer", rec.answer.reason))
 
 
-@register_strategy("s3ft", needs=Needs(paraphrase="failed_rows"),
+@register_strategy("s3ft", needs=Needs(paraphrase="failed_rows", uses_own_samples=True),
                    sources={"self": "own answer", "paraphrase": "paraphrase", GOLD: GOLD})
 def s3ft(rec: TrainingRecord) -> Target:
     """S3FT: own answer if correct, else own paraphrase of the gold if correct, else gold."""

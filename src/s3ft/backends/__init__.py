@@ -8,6 +8,7 @@ with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Gene
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
@@ -69,6 +70,23 @@ def get_backend(name: str, *args, **kwargs) -> Backend:
     if name not in BACKENDS:
         raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
     return BACKENDS[name](*args, **kwargs)
+
+
+class Sampling:
+    """A loaded backend that decodes with other sampling settings: every backend reads `gen_cfg` at each
+    `generate` call, so extra samples reuse the model already in memory instead of loading a second copy."""
+
+    def __init__(self, backend, temperature: float, top_p: float):
+        self.backend, self.temperature, self.top_p = backend, temperature, top_p
+
+    def generate(self, requests: list[GenRequest], max_new_tokens: int, stop: tuple[str, ...] = (),
+                 stop_regex: str | None = None) -> Iterator[list[Generation]]:
+        greedy = self.backend.gen_cfg
+        self.backend.gen_cfg = dataclasses.replace(greedy, temperature=self.temperature, top_p=self.top_p)
+        try:
+            yield from self.backend.generate(requests, max_new_tokens, stop, stop_regex)
+        finally:
+            self.backend.gen_cfg = greedy
 
 
 def render_prompt(tokenizer, req: GenRequest) -> str:

@@ -52,6 +52,9 @@ def sampling_args(gen_cfg: GenerationConfig, max_new_tokens: int, stop: tuple[st
             "stop": list(stop), "include_stop_str_in_output": True, "skip_special_tokens": True}
     if gen_cfg.temperature > 0:
         args["top_p"] = gen_cfg.top_p
+        # A per-request seed makes identical prompts sample identical text; the engine's seed
+        # (`engine_args`) keeps the run reproducible while repeated prompts differ.
+        del args["seed"]
     return args
 
 

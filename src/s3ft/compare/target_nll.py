@@ -61,6 +61,14 @@ class NLLScorer:
         self.batch_size = batch_size
         self.torch = torch
 
+    @classmethod
+    def from_loaded(cls, model, tok, batch_size: int = 4) -> "NLLScorer":
+        """A scorer on a model already in memory (e.g. the generation backend's)."""
+        import torch
+        scorer = cls.__new__(cls)
+        scorer.model, scorer.tok, scorer.batch_size, scorer.torch = model, tok, batch_size, torch
+        return scorer
+
     def score(self, encoded: list[Encoded]) -> list[tuple[float, int]]:
         """[(mean NLL per completion token, completion tokens)] for [(ids, prompt_len)]."""
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
