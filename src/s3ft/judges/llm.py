@@ -149,7 +149,7 @@ class LLMJudge(Judge):
     def __init__(self, config: LLMJudgeArgs | JudgeConfig | None = None, run_model: ModelConfig | None = None,
                  model_path: Callable[[], str] | None = None, shared_backend: Callable[[], object] | None = None,
                  cache_path: str | Path | None = None, batch_size: int = 8, where: str = "judge.args"):
-        if isinstance(config, JudgeConfig):
+        if isinstance(config, JudgeConfig):  # as callers built it before the options had their own dataclass
             config, where = judge_args("llm", config), config.args_key
         self.cfg = config or LLMJudgeArgs()
         self.run_model = run_model or ModelConfig()
