@@ -14,7 +14,7 @@ from s3ft.artifacts import read_jsonl
 from s3ft.backends import BACKENDS, Generation, register_backend
 from s3ft.config import load_config
 from s3ft.errors import S3FTError
-from s3ft.judges import JUDGES, Judge, JudgeContext, Verdict, register_judge
+from s3ft.judges import JUDGES, Judge, JudgeContext, Verdict, judge_args, register_judge
 from s3ft.pipeline import run_pipeline
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon"]
@@ -128,3 +128,16 @@ def test_bad_judge_args_are_a_one_line_error_naming_file_line_and_key(length_jud
 def test_good_judge_args_load_as_written(length_judge):
     cfg = load_config(None, ["judge.name=length_judge", "judge.args={min_words: 5}"])
     assert cfg.judge.args == {"min_words": 5}
+
+
+def test_llm_options_in_their_older_place_read_as_judge_args():
+    older = load_config(None, ["judge.name=llm", "judge.backend=openai", "judge.max_new_tokens=32",
+                               "judge.endpoint={base_url: 'http://h:1/v1', timeout_s: 5}"])
+    newer = load_config(None, ["judge.name=llm", "judge.args={backend: openai, max_new_tokens: 32, "
+                                                 "endpoint: {base_url: 'http://h:1/v1', timeout_s: 5}}"])
+    assert judge_args("llm", older.judge) == judge_args("llm", newer.judge)
+    assert judge_args("llm", older.judge).endpoint.timeout_s == 5.0
+    with pytest.raises(S3FTError, match=r"^--set: judge.max_new_tokens: must be >= 1, got 0$"):
+        load_config(None, ["judge.name=llm", "judge.max_new_tokens=0"])  # named where it was written
+    with pytest.raises(S3FTError, match=r"^--set: judge.backend: judge.args is set too; move it there"):
+        load_config(None, ["judge.name=llm", "judge.backend=openai", "judge.args={max_new_tokens: 8}"])

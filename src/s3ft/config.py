@@ -137,12 +137,13 @@ class JudgeConfig:
                 if (v := getattr(self, k)) is not None}
 
     def options(self) -> dict:
-        """`args` with the options set in their older place; one set in both places is an error."""
+        """`args`, or the options set in their older place; both at once is an error (so that an error names
+        each option where it was written)."""
         older = self.older_args()
-        both = sorted(set(older) & set(self.args))
-        if both:
-            raise S3FTError(f"judge.{both[0]}: also set as judge.args.{both[0]}; keep one (judge.args)")
-        return {**older, **self.args}
+        if older and self.args:
+            raise S3FTError(f"judge.{next(iter(older))}: judge.args is set too; move it there, as judge.args."
+                            f"{next(iter(older))}")
+        return older or dict(self.args)
 
     @property
     def args_key(self) -> str:
