@@ -1,6 +1,7 @@
-"""A judge added in one file: `length_judge`, registered here alone with a typed arg, runs through
-the whole pipeline on the tiny model and its verdicts reach the report; its args are checked when
-the config loads, with one-line errors naming `judge.args.<key>`."""
+"""Judge args. A judge added in one file, `length_judge`, registered here alone with a typed arg,
+runs through the whole pipeline on the tiny model and its verdicts reach the report; its args are
+checked when the config loads, with one-line errors naming `judge.args.<key>`. The built-in judges'
+options (the LLM judge's, also in their older place; the code judge's limits) are args too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from s3ft.backends import BACKENDS, Generation, register_backend
 from s3ft.config import load_config
 from s3ft.errors import S3FTError
 from s3ft.judges import JUDGES, Judge, JudgeContext, Verdict, judge_args, register_judge
+from s3ft.judges.code import CodeJudge, CodeJudgeArgs
 from s3ft.pipeline import run_pipeline
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon"]
@@ -141,3 +143,14 @@ def test_llm_options_in_their_older_place_read_as_judge_args():
         load_config(None, ["judge.name=llm", "judge.max_new_tokens=0"])  # named where it was written
     with pytest.raises(S3FTError, match=r"^--set: judge.backend: judge.args is set too; move it there"):
         load_config(None, ["judge.name=llm", "judge.backend=openai", "judge.args={max_new_tokens: 8}"])
+
+
+def test_code_judge_limits_are_args_checked_when_the_config_loads(monkeypatch):
+    cfg = load_config(None, ["data.task=mbpp", "judge.args={timeout_s: 3, memory_mb: 512}"])  # the task names it
+    assert judge_args("code", cfg.judge) == CodeJudgeArgs(workers=2, timeout_s=3.0, memory_mb=512)
+    with pytest.raises(S3FTError, match=r"^--set: judge.args.timeout_s: must be > 0, got 0.0$"):
+        load_config(None, ["data.task=mbpp", "judge.args={timeout_s: 0}"])
+    judge = CodeJudge(allow=True, **vars(judge_args("code", cfg.judge)))
+    assert (judge.workers, judge.timeout_s, judge.memory_mb) == (2, 3.0, 512)
+    monkeypatch.setenv("S3FT_CODE_TIMEOUT", "7")  # the environment overrides the config on this machine
+    assert CodeJudge(allow=True, **vars(judge_args("code", cfg.judge))).timeout_s == 7.0
