@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from .errors import S3FTError
-from .judges import judge_names
 from .strategies import STRATEGIES
 
 
@@ -123,20 +122,43 @@ class JudgeConfig:
     name: str | None = None
     """Judge from the registry (`math`, `qa`, `code`, `llm`, ...); unset: the task's own judge."""
     args: dict = field(default_factory=dict)
-    """Options for the judge's constructor, e.g. for `qa`: {f1_threshold: 0.6}."""
-    backend: str = "hf"
-    """`llm` judge: `hf` (in-process) or `openai` (the `endpoint` below)."""
+    """The judge's options, checked against its args dataclass when the config loads: e.g. for `qa`
+    {f1_threshold: 0.6} (`QAJudgeArgs`), for `code` {timeout_s: 5} (`CodeJudgeArgs`), for `llm`
+    {backend: openai, endpoint: {...}} (`LLMJudgeArgs`). `s3ft tasks` lists the judges."""
+    # The `llm` judge's options in their older place, beside `name`: still read, as `args` entries.
+    backend: str | None = None
+    """Older spelling of `judge.args.backend` (the `llm` judge)."""
     model: str | None = None
-    """`llm` judge model. `hf`: a model like `model.name_or_path` (unset: the run's own model, sharing
-    its weights). `openai`: the served name (unset: `endpoint.model`, then `model.name_or_path`)."""
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    max_new_tokens: int = 256
-    """Room for the judge's reasoning before its verdict line; a truncated judgement fails closed."""
-    cache: bool = True
-    """Keep `llm` verdicts on disk keyed by (judge model, prompt), appended as each arrives:
-    a rerun, or a run resumed after an endpoint failure, asks only for the missing ones."""
+    """Older spelling of `judge.args.model` (the `llm` judge)."""
+    endpoint: EndpointConfig | None = None
+    """Older spelling of `judge.args.endpoint` (the `llm` judge)."""
+    max_new_tokens: int | None = None
+    """Older spelling of `judge.args.max_new_tokens` (the `llm` judge)."""
+    cache: bool | None = None
+    """Older spelling of `judge.args.cache` (the `llm` judge)."""
     cache_path: str | None = None
-    """Unset: `<output_dir>/judge_cache.jsonl`. Several runs may share one file."""
+    """Older spelling of `judge.args.cache_path` (the `llm` judge)."""
+
+    def older_args(self) -> dict:
+        """The options set in their older place, as `args` entries."""
+        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                for k in ("backend", "model", "endpoint", "max_new_tokens", "cache", "cache_path")
+                if (v := getattr(self, k)) is not None}
+
+    def options(self) -> dict:
+        """`args`, or the options set in their older place; both at once is an error (so that an error names
+        each option where it was written)."""
+        older = self.older_args()
+        if older and self.args:
+            raise S3FTError(f"judge.{next(iter(older))}: judge.args is set too; move it there, as judge.args."
+                            f"{next(iter(older))}")
+        return older or dict(self.args)
+
+    @property
+    def args_key(self) -> str:
+        """Where the judge's options were written, for error messages: `judge.args`, or `judge` for
+        options in their older place."""
+        return "judge" if self.older_args() else "judge.args"
 
 
 @dataclass
@@ -364,6 +386,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except S3FTError as e:
                 errors.append(str(e))
         raise S3FTError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):  # a section inside a union (`EndpointConfig | None`)
+        return _build(tp, value, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (list, dict) or origin in (list, dict):
@@ -377,6 +401,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type, data: dict, where: str) -> Any:
+    if isinstance(data, cls):  # already built, e.g. an EndpointConfig passed to a judge in Python
+        return data
     if not isinstance(data, dict):
         raise S3FTError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -392,6 +418,22 @@ def _build(cls: type, data: dict, where: str) -> Any:
         else:
             kwargs[key] = _check_type(value, tp, f"{where}.{key}" if where else key)
     return cls(**kwargs)
+
+
+def build_args(args_type: type, values: dict, where: str, owner: str) -> Any:
+    """`values` as an `args_type` dataclass (a judge's args), checked like a config section: an error
+    names `where.<key>` (a key `owner` does not take, a wrong type, or a value its `check` refuses)."""
+    names = [f.name for f in dataclasses.fields(args_type)]
+    for key in values:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            known = f"known: {', '.join(names)}" if names else "it takes none"
+            raise S3FTError(f"{where}.{key}: not an option of {owner} ({known}){hint}")
+    args = _build(args_type, values, where)
+    if hasattr(args, "check"):
+        args.check(where)
+    return args
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -449,8 +491,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except S3FTError as e:
         src = "--set" if over and _mentions(over, str(e)) else where
         raise S3FTError(f"{src}: {e}") from None
-    for section, part in (("generation.endpoint", cfg.generation.endpoint), ("judge.endpoint", cfg.judge.endpoint),
-                          ("forgetting", cfg.forgetting), ("train", cfg.train)):
+    for section, part in (("generation.endpoint", cfg.generation.endpoint), ("forgetting", cfg.forgetting),
+                          ("train", cfg.train)):
         try:
             part.check(section)
         except S3FTError as e:
@@ -468,7 +510,6 @@ RANGES = {
     "generation.temperature": ">= 0", "generation.top_p": "in (0, 1]",
     "generation.self_samples": ">= 1", "generation.self_sample_temperature": "> 0",
     "generation.self_sample_top_p": "in (0, 1]",
-    "judge.max_new_tokens": ">= 1",
     "paraphrase.min_length_ratio": ">= 0", "paraphrase.min_words": ">= 0",
     "train.lora_r": ">= 1", "train.lora_alpha": "> 0", "train.lora_dropout": "in [0, 1)",
     "train.learning_rate": ">= 0",  # 0 is allowed: an exact no-op adapter, which tests use
@@ -514,9 +555,29 @@ def _check_values(cfg: RunConfig, origin: _Origins) -> None:
     for m in cfg.methods:
         if m not in STRATEGIES:
             raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
+    # Judges import config (their args hold config types), so they are imported here, not at the top.
+    from .judges import judge_args, judge_names
     if cfg.judge.name is not None and cfg.judge.name not in judge_names():
         raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
                         f"(known: {', '.join(judge_names())})")
+    try:
+        options = cfg.judge.options()
+        name = cfg.judge.name or (_task_judge(cfg.data) if options else None)  # no options: the defaults hold
+        if name in judge_names():
+            judge_args(name, cfg.judge)
+    except S3FTError as e:
+        key = str(e).split(":")[0]  # these errors start with the key
+        raise S3FTError(f"{origin(key)}: {e}") from None
+
+
+def _task_judge(data: DataConfig) -> str | None:
+    """The judge the task names (a `jsonl` task: its `task_args.judge`); None for a task that does not
+    load, which the run reports itself, naming `data.task` or `data.task_args`."""
+    from .tasks import get_task  # tasks import config: not at the top
+    try:
+        return get_task(data).judge
+    except S3FTError:
+        return None
 
 
 def _leaves(tree: dict, prefix: str = "") -> list[str]:

@@ -55,7 +55,7 @@ from .compare import drift, meter
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError
-from .judges import get_judge, judge_generations, judge_names
+from .judges import get_judge, judge_args, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
 from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
 from .progress import console
@@ -197,11 +197,12 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
 
     calls = len(train) + len(para_rows) + len(test) * len(models)
     untimed = UNTIMED_JUDGES.get(judge)
+    judge_new = getattr(judge_args(judge, cfg.judge), "max_new_tokens", None)  # a judge that generates
     stages["judge"] = {"rows": calls, "judge": judge, "est_s": 0.0 if measured and not untimed else None,
-                       "note": untimed.format(n=cfg.judge.max_new_tokens) if untimed
+                       "note": untimed.format(n=judge_new) if untimed
                        else "matches answers as strings or numbers: negligible"}
     if judge == "llm":
-        stages["judge"]["output_tokens_max"] = calls * cfg.judge.max_new_tokens
+        stages["judge"]["output_tokens_max"] = calls * judge_new
 
     t = cfg.train
     steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ws)) * t.epochs)
@@ -460,7 +461,7 @@ def _probe_generate(backend, task, judge: str, cfg: RunConfig, rows: list, reque
     tokens = [g.completion_tokens for g in gens]
     accepted = 0.0
     if judge not in UNTIMED_JUDGES:  # cheap judges only: no sandboxed programs or judge model in a dry run
-        verdicts = judge_generations(get_judge(judge, **dict(cfg.judge.args)), [e.to_dict() for e in rows],
+        verdicts = judge_generations(get_judge(judge, None, **cfg.judge.options()), [e.to_dict() for e in rows],
                                      [{"text": prefill + g.text, "finish_reason": g.finish_reason} for g in gens])
         accepted = sum(v.correct for v in verdicts) / len(verdicts)
     sim = simulate_generation(prompt_lens, tokens, gen.batch_size, gen.compact_batches,

@@ -26,7 +26,7 @@ from .compare.target_nll import NLLScorer, encode_target
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
-from .judges import get_judge, judge_generations, judge_names
+from .judges import JudgeContext, get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
 from .models import check_model, materialize
 from .progress import console, progress_bar
@@ -60,19 +60,14 @@ class Run:
         if cfg.generation.backend != "openai":  # a server's model may exist only on the server
             check_model(cfg.model)
         jc = cfg.judge
-        name, options = jc.name or self.task.judge, dict(jc.args)
+        name = jc.name or self.task.judge
         if name not in judge_names():  # not set in the config: the task names it (jsonl: task_args.judge)
             raise S3FTError(f"{'judge.name' if jc.name else 'data.task_args.judge'}: unknown judge '{name}' "
                             f"(known: {', '.join(judge_names())})")
-        if name == "llm":  # borrows the run's model lazily; caches verdicts in the run directory
-            options.update(config=jc, run_model=cfg.model, model_path=lambda: self.model_path,
-                           shared_backend=self.backend if cfg.generation.backend == "hf" else None,
-                           cache_path=(jc.cache_path or self.dir / "judge_cache.jsonl") if jc.cache else None,
-                           batch_size=cfg.generation.batch_size)
-        try:
-            self.judge = get_judge(name, **options)
-        except TypeError as e:  # an option this judge does not take
-            raise S3FTError(f"judge.args: {e}") from None
+        context = JudgeContext(model=cfg.model, model_path=lambda: self.model_path,
+                               shared_backend=self.backend if cfg.generation.backend == "hf" else None,
+                               run_dir=self.dir, batch_size=cfg.generation.batch_size, args_key=jc.args_key)
+        self.judge = get_judge(name, context, **jc.options())
         versioned = f"{name}@{self.judge.version}" if getattr(self.judge, "version", None) else name
         self.judge_id = getattr(self.judge, "id", {"judge": versioned, "args": jc.args} if jc.args else versioned)
         """What verdicts depend on: the judge's name (and `version`, if it has one) and args, or the LLM judge's

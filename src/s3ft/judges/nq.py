@@ -11,12 +11,12 @@ LLM judge is the option that accepts answers worded differently; see tasks/nq_op
 
 from __future__ import annotations
 
-from . import Verdict, register_judge
+from . import Judge, Verdict, register_judge
 from .qa import normalize, readings
 
 
 @register_judge("nq_em")
-class NQExactMatchJudge:
+class NQExactMatchJudge(Judge):
     def grade(self, ex: dict, response: str) -> Verdict:
         golds = {normalize(a): a for a in ex.get("meta", {}).get("answers", []) if normalize(a)}
         if not golds:

@@ -28,8 +28,10 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
 
-from . import Verdict, register_judge
+from ..errors import S3FTError
+from . import Judge, Verdict, register_judge
 
 ABSTAIN_PHRASE = "unanswerable"
 
@@ -97,11 +99,26 @@ def _contains(haystack: str, needle: str) -> bool:
     return bool(n) and any(h[i:i + len(n)] == n for i in range(len(h) - len(n) + 1))
 
 
-@register_judge("qa")
-class QAJudge:
-    def __init__(self, f1_threshold: float = 0.5, contain_max_tokens: int = 12):
-        self.f1_threshold = f1_threshold
-        self.contain_max_tokens = contain_max_tokens
+@dataclass
+class QAJudgeArgs:
+    """Options of the `qa` judge (`judge.args`)."""
+    f1_threshold: float = 0.5
+    """Token F1 against a gold answer at or above which an answer is correct (partial credit)."""
+    contain_max_tokens: int = 12
+    """Longest answer, in tokens, that is correct for containing a gold answer as a phrase."""
+
+    def check(self, where: str) -> None:
+        if not 0 < self.f1_threshold <= 1:
+            raise S3FTError(f"{where}.f1_threshold: must be in (0, 1], got {self.f1_threshold}")
+        if self.contain_max_tokens < 0:
+            raise S3FTError(f"{where}.contain_max_tokens: must be >= 0, got {self.contain_max_tokens}")
+
+
+@register_judge("qa", args=QAJudgeArgs)
+class QAJudge(Judge):
+    def __init__(self, **args):
+        a = QAJudgeArgs(**args)
+        self.f1_threshold, self.contain_max_tokens = a.f1_threshold, a.contain_max_tokens
 
     def grade(self, ex: dict, response: str) -> Verdict:
         meta = ex.get("meta", {})
