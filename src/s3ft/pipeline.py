@@ -27,6 +27,7 @@ from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
+from .methods import opsd
 from .models import check_model, materialize
 from .progress import console, progress_bar
 from .report import write_summary
@@ -268,6 +269,12 @@ def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> 
 def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
                  paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
+    if method == opsd.METHOD:  # no target chosen: the prompts for sampling and scoring, from the data alone
+        rows, stats = opsd.select_rows(run.task, train, run.cfg.opsd)
+        if dist.is_main():
+            write_jsonl(run.dir / f"train_{method}.jsonl", rows)
+            write_json(run.dir / f"train_{method}.stats.json", stats)
+        return rows, stats, fingerprint([method, fingerprint(rows)])
     if method not in STRATEGIES:
         raise S3FTError(f"methods: unknown strategy '{method}' (known: {', '.join(STRATEGIES)})")
     strategy = STRATEGIES[method]
@@ -317,6 +324,8 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
+    if method == opsd.METHOD:
+        inputs["opsd"] = to_dict(run.cfg.opsd)
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
@@ -336,22 +345,34 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
         return False
 
     if dist.on_main(trained):
-        cost = json.loads(meta_path.read_text()).get("cost", {})
-        run._cost(f"train:{method}", StageCost(**cost), reused=True)
+        meta = json.loads(meta_path.read_text())
+        run._cost(f"train:{method}", StageCost(**meta.get("cost", {})), reused=True)
+        run.cost[f"train:{method}"].update(_sampling_cost(meta.get("stats", {})))
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     with RSSMonitor() as mem:
-        stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
+        if method == opsd.METHOD:
+            from .methods.opsd.trainer import train as train_opsd  # TRL's experimental trainer: loaded when used
+            stats = train_opsd(run.model_path, run.cfg.model, train_cfg, run.cfg.opsd, rows, out)
+        else:
+            stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
+        run.cost[f"train:{method}"].update(_sampling_cost(stats))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
+
+
+def _sampling_cost(stats: dict) -> dict:
+    """What an on-policy method sampled while training (opsd), for the cost table; {} for the others."""
+    keys = ("generations", "generations_per_row", "generated_tokens", "sampling_s")
+    return {k: stats[k] for k in keys if k in stats}
 
 
 def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None) -> dict:

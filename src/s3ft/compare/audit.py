@@ -30,7 +30,7 @@ def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> 
         p = run.path / f"train_{m}.jsonl"
         if m != "base" and p.is_file():
             for r in read_jsonl(p):
-                if r["source"] != "gold":
+                if r["source"] in SOURCE_GROUP and r["source"] != "gold":  # opsd's on-policy rows: none judged
                     selected.setdefault((r["id"], SOURCE_GROUP[r["source"]]), []).append(m)
     population, truncated, filtered = [], 0, 0
     for kind, gens_file, prefill in (("answer", "answers", ""), ("paraphrase", "paraphrases", task.paraphrase_prefill)):
