@@ -347,7 +347,7 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     if dist.on_main(trained):
         meta = json.loads(meta_path.read_text())
         run._cost(f"train:{method}", StageCost(**meta.get("cost", {})), reused=True)
-        run.cost[f"train:{method}"].update(_sampling_cost(meta.get("stats", {})))
+        run.cost[f"train:{method}"].update(opsd.sampling_cost(meta.get("stats", {})))
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
@@ -362,17 +362,11 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
-        run.cost[f"train:{method}"].update(_sampling_cost(stats))
+        run.cost[f"train:{method}"].update(opsd.sampling_cost(stats))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
-
-
-def _sampling_cost(stats: dict) -> dict:
-    """What an on-policy method sampled while training (opsd), for the cost table; {} for the others."""
-    keys = ("generations", "generations_per_row", "generated_tokens", "sampling_s")
-    return {k: stats[k] for k in keys if k in stats}
 
 
 def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None) -> dict:

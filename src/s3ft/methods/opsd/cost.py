@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+SAMPLING_KEYS = ("generations", "generations_per_row", "generated_tokens", "sampling_s")
+
+
+def sampling_cost(stats: dict) -> dict:
+    """From training stats (train_meta.json), what the student sampled, for the stage's cost; {} for other methods."""
+    return {k: stats[k] for k in SAMPLING_KEYS if k in stats}
+
+
 def cost_lines(stages: dict[str, dict], method: str = "opsd") -> list[str]:
     """Markdown lines on the method's sampling and its training time against `train:sft`'s; [] if it did not train."""
     c = stages.get(f"train:{method}")
