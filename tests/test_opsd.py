@@ -91,6 +91,19 @@ def test_a_step_samples_from_the_question_and_the_teacher_scores_that_completion
     assert not (tmp_path / "adapter/model/teacher").exists()
 
 
+def test_ema_teacher_adapter_is_left_out_of_the_saved_adapter(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from s3ft.methods.opsd.trainer import train
+    stats = train(str(tiny_model_dir), ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"),
+                  TrainConfig(batch_size=1, epochs=1, max_length=128), OPSDConfig(teacher="ema", max_completion_length=4),
+                  [_row(0, "What is 2 + 3?", GOLD)], tmp_path / "adapter")
+    assert stats["steps"] == 1
+    assert not (tmp_path / "adapter/model/teacher").exists()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter/model")
+    assert list(model.peft_config) == ["default"]
+
+
 def test_distillation_loss_on_the_first_samples_falls_after_a_few_steps(varied_model_dir, tmp_path):
     from s3ft.methods.opsd.trainer import build_trainer
     trainer = build_trainer(str(varied_model_dir), ModelConfig(name_or_path=str(varied_model_dir), dtype="float32"),

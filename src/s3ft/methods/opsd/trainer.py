@@ -47,8 +47,7 @@ class SampleCount:
 
 
 class RenderedTeacherPrompt(DemonstrationTeacherContextBuilder):
-    # TRL formats one template over the student's last user turn; s3ft renders each row's teacher conversation per
-    # task (system prompt kept, braces in questions safe) and passes it as `privileged_context`: taken as it is.
+    # TRL str.formats one template over the user turn; s3ft renders each teacher conversation per task: taken as is.
     def _compose_teacher_prompt(self, prompt, privileged_context):
         return privileged_context
 
