@@ -179,3 +179,9 @@ def test_opsd_runs_evaluates_and_compares_like_the_other_methods(run_overrides, 
     assert "drift/text_nll_delta" in block["measures"]
     assert "nll" not in block and (run / "nll_sft.jsonl").is_file()  # no fixed targets to score
     assert "| opsd |" in (out / "report.md").read_text()
+
+
+def test_s3ft_tasks_lists_opsd_among_the_methods():
+    result = CliRunner().invoke(app, ["tasks"])
+    methods = next(line for line in result.output.splitlines() if line.startswith("methods:"))
+    assert "opsd" in methods.split(":", 1)[1].replace(",", " ").split()
