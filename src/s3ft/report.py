@@ -79,10 +79,13 @@ def render_markdown(s: dict, base: float | None) -> str:
                   "(points) and Δ log p(correct) (nats) on a labelled multiple-choice sample; < 0 = forgetting. "
                   "`base` is the base model against itself (exactly 0); controls: `control-untrained` is an untrained "
                   "adapter (must read ~0), `control-planted` SFT at a much higher learning rate (must read > 0)."]
-    lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |", "|---|---:|---:|---:|"]
+    # opsd's rows have no fixed target: a column of their own, only where a run has them
+    on_policy = any("on-policy" in mix for mix in s["target_mix_by_method"].values())
+    lines += ["", "## Training-target mix", "", "| method | self | paraphrase/rewrite | gold |" +
+              (" on-policy |" if on_policy else ""), "|---|---:|---:|---:|" + ("---:|" if on_policy else "")]
     for m, mix in s["target_mix_by_method"].items():
         lines.append(f"| {m} | {mix.get('self', 0)} | {mix.get('paraphrase', 0) + mix.get('rewrite', 0)} | "
-                     f"{mix.get('gold', 0)} |")
+                     f"{mix.get('gold', 0)} |" + (f" {mix.get('on-policy', 0)} |" if on_policy else ""))
     if s.get("answer_formats_by_method"):
         lines += ["", "## Answer formats of the training targets", ""] + answer_format_table(s["answer_formats_by_method"])
     lines += ["", "## Why rows fell back to gold", ""]
