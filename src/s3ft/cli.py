@@ -16,6 +16,7 @@ from .config import load_config
 from .cost import estimate, format_estimate
 from .errors import S3FTError
 from .judges import get_judge, judge_names
+from .methods import OWN_TRAINER
 from .pipeline import run_pipeline
 from .strategies import STRATEGIES
 from .sweep import parse_seeds, run_sweep
@@ -213,10 +214,11 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
 
 @app.command()
 def tasks():
-    """List registered tasks, judges, strategies and backends."""
+    """List registered tasks, judges, strategies, methods and backends."""
     typer.echo("tasks:      " + ", ".join(task_names()))
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
+    typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")
     typer.echo("backends:   " + ", ".join(backend_names()))
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import S3FTError
+from .methods import OWN_TRAINER
+from .methods.opsd.config import OPSDConfig
 from .strategies import STRATEGIES
 
 
@@ -357,7 +359,8 @@ class ForgettingConfig:
 class RunConfig:
     output_dir: str = "runs/default"
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
-    """Target-selection strategies to train: `sft`, `ssr`, `s3ft`, `sdft`."""
+    """Methods to train: the target-selection strategies `sft`, `ssr`, `s3ft`, `sdft`, and `opsd` (on-policy
+    self-distillation, its own trainer)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -366,6 +369,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
+    opsd: OPSDConfig = field(default_factory=OPSDConfig)
+    """Method `opsd`: sampling and loss settings (its LoRA, optimiser and batch settings are `train`'s)."""
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -516,6 +521,9 @@ RANGES = {
     "train.epochs": "> 0", "train.batch_size": ">= 1", "train.grad_accum": ">= 1", "train.max_length": ">= 1",
     "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1", "train.memory_budget_gib": "> 0",
     "eval.max_new_tokens": ">= 1",
+    "opsd.generations_per_row": ">= 1", "opsd.temperature": "> 0", "opsd.top_p": "in (0, 1]",
+    "opsd.max_completion_length": ">= 1", "opsd.distillation_alpha": "in [0, 1]", "opsd.distillation_topk": ">= 1",
+    "opsd.teacher_update_rate": "in (0, 1]", "opsd.loss_tokens_to_skip": ">= 0",
 }
 
 
@@ -553,8 +561,19 @@ def _check_values(cfg: RunConfig, origin: _Origins) -> None:
         if value is not None and not _within(value, rule):
             raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
     for m in cfg.methods:
-        if m not in STRATEGIES:
-            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' (known: {', '.join(STRATEGIES)})")
+        if m not in STRATEGIES and m not in OWN_TRAINER:
+            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' "
+                            f"(known: {', '.join([*STRATEGIES, *OWN_TRAINER])})")
+    for name, problem in cfg.opsd.problems():
+        raise S3FTError(f"{origin('opsd.' + name)}: opsd.{name}: {problem}")
+    if "opsd" in cfg.methods:  # TRL samples whole groups of generations per optimizer step
+        per_step = cfg.train.batch_size * cfg.train.grad_accum
+        if per_step % cfg.opsd.generations_per_row:
+            raise S3FTError(f"{origin('opsd.generations_per_row')}: opsd.generations_per_row: must divide "
+                            f"train.batch_size x train.grad_accum ({per_step}), got {cfg.opsd.generations_per_row}")
+        if cfg.opsd.max_completion_length >= cfg.train.max_length:
+            raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
+                            f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
     # Judges import config (their args hold config types), so they are imported here, not at the top.
     from .judges import judge_args, judge_names
     if cfg.judge.name is not None and cfg.judge.name not in judge_names():

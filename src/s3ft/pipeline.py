@@ -28,11 +28,13 @@ from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import JudgeContext, get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
+from .methods import opsd
 from .models import check_model, materialize
 from .progress import console, progress_bar
 from .report import write_summary
 from .stats import wilson_ci
-from .strategies import GOLD, Judged, TrainingRecord, get_strategy, needs_paraphrase, paraphrase_problem
+from .strategies import (GOLD, Judged, TrainingRecord, get_strategy, needs_paraphrase, paraphrase_problem,
+                         strategies_of)
 from .tasks import Example, get_task
 from .train import train as train_fn
 
@@ -245,7 +247,7 @@ def stage_self_samples(run: Run, train: list[Example], answers: dict, verdicts: 
     model finds most likely (lowest mean NLL per token): among correct own answers, the one that
     shifts the model least. Returns the answers and verdicts with those rows replaced."""
     gc = run.cfg.generation
-    if gc.self_samples == 1 or not any(get_strategy(m).needs.uses_own_samples for m in run.cfg.methods):
+    if gc.self_samples == 1 or not any(s.needs.uses_own_samples for s in strategies_of(run.cfg.methods)):
         return answers, verdicts, verdicts_fp
     failed = [e for e in train if not verdicts[e.id]["correct"]]
     samples = {f"{e.id}#{j}": (e, j) for e in failed for j in range(1, gc.self_samples)}
@@ -325,6 +327,12 @@ def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> 
 def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
                  paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
+    if method == opsd.METHOD:  # no target chosen: the prompts for sampling and scoring, from the data alone
+        rows, stats = opsd.select_rows(run.task, train, run.cfg.opsd)
+        if dist.is_main():
+            write_jsonl(run.dir / f"train_{method}.jsonl", rows)
+            write_json(run.dir / f"train_{method}.stats.json", stats)
+        return rows, stats, fingerprint([method, fingerprint(rows)])
     strategy = get_strategy(method)
     rows, kinds = [], []
     for e in train:
@@ -372,6 +380,8 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
+    if method == opsd.METHOD:
+        inputs["opsd"] = to_dict(run.cfg.opsd)
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
@@ -391,18 +401,24 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
         return False
 
     if dist.on_main(trained):
-        cost = json.loads(meta_path.read_text()).get("cost", {})
-        run._cost(f"train:{method}", StageCost(**cost), reused=True)
+        meta = json.loads(meta_path.read_text())
+        run._cost(f"train:{method}", StageCost(**meta.get("cost", {})), reused=True)
+        run.cost[f"train:{method}"].update(opsd.sampling_cost(meta.get("stats", {})))
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     with RSSMonitor() as mem:
-        stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
+        if method == opsd.METHOD:
+            from .methods.opsd.trainer import train as train_opsd  # TRL's experimental trainer: loaded when used
+            stats = train_opsd(run.model_path, run.cfg.model, train_cfg, run.cfg.opsd, rows, out)
+        else:
+            stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
+        run.cost[f"train:{method}"].update(opsd.sampling_cost(stats))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them

@@ -6,6 +6,7 @@ from rich.table import Table
 
 from .artifacts import write_json
 from .config import to_dict
+from .methods.opsd.cost import cost_lines
 from .progress import console
 from .strategies import group_counts, source_groups
 
@@ -106,6 +107,7 @@ def render_markdown(s: dict, base: float | None) -> str:
     lines.append("\nEach stage's cost is what making its artifact took, over every invocation that worked on it; "
                  "reused: finished by an earlier one.")
     lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.")
+    lines += cost_lines(s["cost"]["stages"])
     if s.get("estimate"):
         e = s["estimate"]
         lines += ["", f"## Estimated vs actual ({e['source']})", "",

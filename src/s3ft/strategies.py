@@ -177,9 +177,15 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def strategies_of(methods: Iterable[str]) -> list[Strategy]:
+    """The strategies among a run's methods; methods with a trainer of their own (`s3ft.methods`, e.g.
+    `opsd`) choose no target and need nothing from the answer and paraphrase stages."""
+    return [STRATEGIES[m] for m in methods if m in STRATEGIES]
+
+
 def needs_paraphrase(methods: list[str], answer_correct: bool) -> bool:
     """Whether a row needs a paraphrase for these methods, given the judge's verdict on its own answer."""
-    wanted = {get_strategy(m).needs.paraphrase for m in methods}
+    wanted = {s.needs.paraphrase for s in strategies_of(methods)}
     return "every_row" in wanted or ("failed_rows" in wanted and not answer_correct)
 
 

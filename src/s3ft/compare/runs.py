@@ -10,7 +10,7 @@ from ..config import ModelConfig
 from ..errors import S3FTError
 from ..models import materialize
 
-METHOD_ORDER = ["base", "sft", "sdft", "ssr", "s3ft"]
+METHOD_ORDER = ["base", "sft", "sdft", "ssr", "s3ft", "opsd"]
 # Fields that must agree between run directories compared together (a different seed is fine).
 IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args")]
 IDENTITY_FIELDS += [("forgetting", k) for k in ("text_file", "text_limit", "text_max_tokens", "prompts_file",

@@ -92,6 +92,8 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
         if method == "base" or not path.is_file():
             continue
         rows = read_jsonl(path)
+        if not rows or "target" not in rows[0]:  # opsd: no fixed targets, the student samples its own
+            continue
         inputs = {"model": {k: run.get("model", k) for k in ("name_or_path", "gguf_file", "dtype")},
                   "max_length": max_length, "scoring": "trl-prompt-completion-v1",
                   "targets": fingerprint([[r["id"], r["messages"], r["target"]] for r in rows])}

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from ..config import DataConfig
 from ..errors import S3FTError
+from ..methods.opsd.config import PAPER_TEMPLATE
 from ..registry import import_submodules
 
 TASKS: dict[str, type["Task"]] = {}
@@ -69,6 +70,9 @@ class Task:
     config section for this task (for short or code targets, where those rules misfire)."""
     target_rule: str | None = None
     """Set where `target_problem` can reject anything: names that rule in the paraphrase verdicts' fingerprint."""
+    opsd_teacher_template: ClassVar[str] = PAPER_TEMPLATE
+    """Method `opsd`: the teacher's user turn, with `{question}` (the student's user turn) and `{demonstration}`
+    (the gold answer); `opsd.teacher_template` overrides it. Part of the opsd fingerprint, not of `describe`."""
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg

@@ -53,6 +53,9 @@ class NQOpen(Task):
     instruction = "Answer with a short phrase only: no sentence, no explanation."
     paraphrase_system = ("Below are a question and its reference answer, a short phrase. Write the answer "
                          "in your own words, as a short phrase only: no sentence, no explanation.")
+    # The paper's teacher asks for "the thinking process"; here that would teach sentences, not phrases.
+    opsd_teacher_template = ("{question}\n\nThis is an example of a correct answer to the question:\n{demonstration}\n\n"
+                             "Now answer with a short phrase of your own.")
     # The answer is its first non-empty line (lm-eval's nq_open also stops at a newline): small
     # models follow a right phrase with invented facts, which must not become part of a target.
     answer_complete = r"\S[^\n]*\n"
