@@ -164,7 +164,8 @@ def test_opsd_runs_evaluates_and_compares_like_the_other_methods(run_overrides, 
     assert cost["train:opsd"]["generations"] == 8 * cfg.train.epochs and cost["train:opsd"]["generations_per_row"] == 1
     assert cost["train:sft"]["rows"] == cost["train:opsd"]["rows"] == 8
     report = (run / "report.md").read_text()
-    assert "opsd sampled 8 completions" in report and "| opsd | 0 | 0 | 0 | 8 |" in report
+    assert "opsd sampled 8 completions" in report
+    assert "| method | self | paraphrase/rewrite | on-policy | gold |" in report and "| opsd | 0 | 0 | 8 | 0 |" in report
     assert "opsd" in summary["forgetting"]["models"]
     # a changed opsd setting retrains only opsd: it is part of its fingerprint, not of sft's
     with pytest.raises(S3FTError, match="adapters/opsd: trained with different settings"):
