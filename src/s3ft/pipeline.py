@@ -3,7 +3,8 @@
     data -> answers -> answer verdicts -> paraphrases -> paraphrase verdicts
          -> train_<method>.jsonl (selection) -> adapters/<method> -> eval/<model>.jsonl -> summary
 
-Each stage writes JSONL into the run directory, resumes from what is already there, and
+The stages to run and the requests each sends come from `s3ft.plan`, which `--dry-run` prices
+too. Each stage writes JSONL into the run directory, resumes from what is already there, and
 refuses artifacts made with other settings (see `artifacts.StageArtifact`). The run directory
 is made, and locked against a second process, only once the config, task, judge, model and data
 have been checked, so bad input leaves nothing behind.
