@@ -176,7 +176,7 @@ def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[li
                     t0 = t1
                     advance(len(batch))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
-    run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
+    run._cost(stage.name, art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 

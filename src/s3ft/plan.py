@@ -14,6 +14,7 @@ come from selection, which needs the verdicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Mapping
 
 from .artifacts import fingerprint
@@ -42,7 +43,7 @@ class GenStage:
     @property
     def name(self) -> str:
         """The stage's name in run costs and estimates: `generate:<artifact stem>`."""
-        return "generate:" + self.artifact.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        return "generate:" + PurePosixPath(self.artifact).stem
 
     @property
     def key(self) -> str:
