@@ -2,8 +2,10 @@
 
 Token counts are exact where the text is known in advance and estimated where it is not:
 
-* prompt tokens: every prompt is rendered exactly as the HF backend renders it (chat
-  template, generation prompt, prefill) and tokenized with the model's tokenizer;
+* prompt tokens: every prompt is the one the run sends (both take them from `s3ft.plan`),
+  rendered exactly as the HF backend renders it (chat template, generation prompt, prefill)
+  and tokenized with the model's tokenizer; each generation stage names its requests'
+  fingerprint (`requests`), as the run's artifact records it;
 * output tokens: the probe generates answers (and paraphrases) for `PROBE_ROWS` real training
   rows through the real backend, with the run's max_new_tokens and the task's stop rules, and
   the rows' expected lengths follow those; without the probe they fall back to the gold
@@ -51,13 +53,14 @@ from pathlib import Path
 
 from .artifacts import fingerprint
 from .backends import GenRequest, render_prompt
-from .compare import drift, meter
+from .compare import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError
 from .judges import get_judge, judge_args, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
 from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
+from .plan import GenStage, Plan, plan
 from .progress import console
 from .train import build_trainer, memory_plan, sequence_lengths
 from .strategies import needs_paraphrase
@@ -73,6 +76,17 @@ UNTIMED_JUDGES = {"llm": "each call is a generation of up to {n} tokens (not tim
 
 def _lengths(tok, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def _prompt_lengths(tok, stage: GenStage) -> list[int]:
+    """Each request's prompt tokens, rendered as the backends render it."""
+    return _lengths(tok, [render_prompt(tok, r) for r in stage.requests])
+
+
+def _sequence_lengths(tok, rows: list[dict]) -> list[int]:
+    """Each training row's tokens: its prompt and target in the chat template, uncut."""
+    return _lengths(tok, [tok.apply_chat_template(r["messages"] + [{"role": "assistant", "content": r["target"]}],
+                                                  tokenize=False) for r in rows])
 
 
 def _step_s(probe: dict, n: int) -> float:
@@ -162,40 +176,58 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     eval_new = cfg.eval.max_new_tokens or gen.max_new_tokens
     shape, elem = _shape(cfg, path)
 
-    answer_requests = [GenRequest(e.id, task.messages(e)) for e in train]
-    ans_len = _lengths(tok, [render_prompt(tok, r) for r in answer_requests])
+    # Every prompt priced is the plan's, the one the run sends: no paraphrase verdicts yet, so the
+    # paraphrase stage holds every row that may need one (an upper bound for s3ft).
+    p = plan(cfg, task, train, test)
+    answers, para_stage = p.answers, p.paraphrases()
+    ans_len = _prompt_lengths(tok, answers)
     gold_train = _lengths(tok, [e.gold for e in train])
-    para_rows = train if needs_paraphrase(cfg.methods, False) else []
-    para_requests = [GenRequest(e.id, task.paraphrase_messages(e), task.paraphrase_prefill) for e in para_rows]
-    para_len = _lengths(tok, [render_prompt(tok, r) for r in para_requests])
-    test_len = _lengths(tok, [render_prompt(tok, GenRequest(e.id, task.messages(e))) for e in test])
+    para_len = _prompt_lengths(tok, para_stage)
     gold_test = _lengths(tok, [e.gold for e in test])
     # training rows with gold targets, and their prompt part (chat template included)
-    seq_gold = _lengths(tok, [tok.apply_chat_template(task.messages(e) + [{"role": "assistant", "content": e.gold}],
-                                                      tokenize=False) for e in train])
+    gold_rows = p.gold_rows()
+    seq_gold = _sequence_lengths(tok, gold_rows)
 
     measured = None
     if probe and gen.backend == "hf" and train:
-        measured = _probe(cfg, task, judge, path, tok, train, answer_requests, para_requests)
+        measured = _probe(cfg, task, judge, path, tok, train, answers.requests, para_stage.requests, gold_rows)
     lengths = _expected_lengths(cfg, measured, gold_train, gold_test, gen.max_new_tokens, eval_new)
 
     stages: dict[str, dict] = {}
-    stages["generate:answers"] = _gen_stage(ans_len, _cycled(lengths["answer"], len(ans_len)), gen.max_new_tokens,
-                                            gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
+    stages[answers.name] = _gen_stage(ans_len, _cycled(lengths["answer"], len(ans_len)), answers.max_new_tokens,
+                                      gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
+    stages[answers.name]["requests"] = answers.key
+    samples = p.self_samples_stage()  # best-of-k: every row's samples, of which the rejected rows' are made
+    if samples is not None:
+        sample_len = _prompt_lengths(tok, samples)
+        expected = round(len(sample_len) * (1 - lengths["p_answer"]))
+        extra = _gen_stage(sample_len[:expected], _cycled(lengths["answer"], expected), samples.max_new_tokens,
+                           gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
+        extra.update(rows=len(sample_len), rows_expected=expected, upper_bound=True, requests=samples.key)
+        stages[samples.name] = extra
     expected_para_rows = round(len(para_len) * (1 - lengths["p_answer"])) if "sdft" not in cfg.methods \
         else len(para_len)
     paras = _gen_stage(para_len[:expected_para_rows], _cycled(lengths["paraphrase"], expected_para_rows),
-                       gen.max_new_tokens, gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
+                       para_stage.max_new_tokens, gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
     paras["rows"], paras["rows_expected"] = len(para_len), expected_para_rows
-    paras["output_tokens_max"] = gen.max_new_tokens * len(para_len)
-    paras["upper_bound"] = bool(para_rows) and not needs_paraphrase(cfg.methods, True)
-    stages["generate:paraphrases"] = paras
+    paras["output_tokens_max"] = para_stage.max_new_tokens * len(para_len)
+    paras["upper_bound"] = bool(para_len) and not needs_paraphrase(cfg.methods, True)
+    paras["requests"] = para_stage.key
+    stages[para_stage.name] = paras
 
-    models = (["base"] if cfg.eval.base else []) + list(cfg.methods)
-    per_model = {m: _gen_stage(test_len, lengths["eval"][m], eval_new, gen.batch_size,
-                               gen.compact_batches, measured, ws, shape, elem) for m in models}
+    models = list(p.evals)
+    prompt_lens: dict[str, list[int]] = {}  # by requests: every model is asked the same, tokenized once
+    per_model = {}
+    for m, stage in p.evals.items():
+        key = stage.key
+        if key not in prompt_lens:
+            prompt_lens[key] = _prompt_lengths(tok, stage)
+        per_model[m] = _gen_stage(prompt_lens[key], lengths["eval"][m], stage.max_new_tokens, gen.batch_size,
+                                  gen.compact_batches, measured, ws, shape, elem)
+        per_model[m]["requests"] = key
 
-    calls = len(train) + len(para_rows) + len(test) * len(models)
+    calls = len(answers.requests) + len(para_stage.requests) + sum(len(s.requests) for s in p.evals.values())
+    calls += len(samples.requests) if samples is not None else 0
     untimed = UNTIMED_JUDGES.get(judge)
     judge_new = getattr(judge_args(judge, cfg.judge), "max_new_tokens", None)  # a judge that generates
     stages["judge"] = {"rows": calls, "judge": judge, "est_s": 0.0 if measured and not untimed else None,
@@ -208,19 +240,19 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ws)) * t.epochs)
     prompt_part = [s - g for s, g in zip(seq_gold, gold_train)]
     for m in cfg.methods:
-        seq = [p + n for p, n in zip(prompt_part, lengths["target"][m])]
+        seq = [a + n for a, n in zip(prompt_part, lengths["target"][m])]
         stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ws)
     stages["evaluate"] = {k: (round(sum(s[k] for s in per_model.values()), 1) if isinstance(v, (int, float)) else v)
-                          for k, v in next(iter(per_model.values())).items() if k != "peak_rss_gib"}
+                          for k, v in next(iter(per_model.values())).items() if k not in ("peak_rss_gib", "requests")}
     stages["evaluate"].update(models=models, per_model=per_model)
-    if shape and test_len:
+    if shape and test:
         stages["evaluate"]["peak_rss_gib"] = max(s["peak_rss_gib"] for s in per_model.values())
-    if cfg.forgetting.enabled:
-        stages.update(_forgetting_stages(cfg, tok, path, seq_gold, steps, measured, ws, shape, elem))
+    if p.probe:
+        stages.update(_forgetting_stages(cfg, p, tok, path, steps, measured, ws, shape, elem))
     if measured:  # the base model, one training model and one evaluation model per method, the meter's models
         loads = 1 + 2 * len(cfg.methods)
-        if cfg.forgetting.enabled:
-            loads += 1 + ("planted" in cfg.forgetting.controls)
+        if p.probe:
+            loads += 1 + sum(rows is not None for rows in p.controls.values())
         stages["model loads"] = {"rows": loads, "est_s": _secs(loads * measured["load_s"])}
 
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
@@ -234,7 +266,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     return est
 
 
-def _forgetting_stages(cfg: RunConfig, tok, path: str, seq_gold: list[int], steps: int, probe: dict | None,
+def _forgetting_stages(cfg: RunConfig, p: Plan, tok, path: str, steps: int, probe: dict | None,
                        ws: int, shape: ModelShape | None, elem: int) -> dict[str, dict]:
     """The forgetting meter, priced roughly from its requests (see `pipeline.stage_forgetting`).
 
@@ -244,19 +276,20 @@ def _forgetting_stages(cfg: RunConfig, tok, path: str, seq_gold: list[int], step
     (prompt, response) pairs, once for the base model and once per adapter, at the probe's prefill rate.
     The lm-eval probe, if any, is not timed.
     """
-    fc, gen = cfg.forgetting, cfg.generation
-    prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
-    prompt_len = _lengths(tok, [render_prompt(tok, GenRequest(str(r["id"]), meter.probe_messages(r["prompt"])))
-                                for r in prompts])
-    stages = {"generate:probe_responses": _gen_stage(prompt_len, [fc.max_new_tokens] * len(prompts),
-                                                     fc.max_new_tokens, gen.batch_size, gen.compact_batches, probe,
-                                                     ws, shape, elem)}
-    if "planted" in fc.controls:
-        stages[f"train:{meter.CONTROLS['planted']}"] = _train_stage(cfg, path, seq_gold, steps, probe, ws)
+    fc, gen, responses = cfg.forgetting, cfg.generation, p.probe
+    prompts = responses.requests
+    prompt_len = _prompt_lengths(tok, responses)
+    stages = {responses.name: _gen_stage(prompt_len, [responses.max_new_tokens] * len(prompts),
+                                         responses.max_new_tokens, gen.batch_size, gen.compact_batches, probe,
+                                         ws, shape, elem)}
+    stages[responses.name]["requests"] = responses.key
+    for label, rows in p.controls.items():  # the trained controls: the planted one, like sft
+        if rows is not None:
+            stages[f"train:{label}"] = _train_stage(cfg, path, _sequence_lengths(tok, rows), steps, probe, ws)
     text = [len(drift.encode_text(tok, r["text"], fc.text_max_tokens)[0])
             for r in drift.load_text_probe(fc.text_file, fc.text_limit)]
     items = text + [n + fc.max_new_tokens for n in prompt_len]
-    adapters = len(cfg.methods) + len(fc.controls)
+    adapters = len(cfg.methods) + len(p.controls)
     passes = 1 + adapters  # the base model once per batch, then each adapter
     # `scored_tokens`, not `tokens`: a stage's cost counts generated tokens, and scoring generates none
     stage = {"rows": 1 + adapters, "scored_tokens": sum(items) * passes, "est_s": None,
@@ -389,7 +422,7 @@ def estimate_beside_cost(cfg: RunConfig, cost: dict[str, dict]) -> dict | None:
 
 
 def _probe(cfg: RunConfig, task, judge: str, path: str, tok, train: list, answer_requests: list[GenRequest],
-           para_requests: list[GenRequest]) -> dict:
+           para_requests: list[GenRequest], gold_rows: list[dict]) -> dict:
     """Load the model once: time prefill and decode steps; generate PROBE_ROWS rows through the backend;
     then train PROBE_TRAIN_STEPS optimizer steps on those rows."""
     import gc
@@ -444,7 +477,7 @@ def _probe(cfg: RunConfig, task, judge: str, path: str, tok, train: list, answer
                                                                                ["input_ids"]))
     backend = model = None  # the training probe loads its own copy
     gc.collect()
-    out["train"] = _probe_train(cfg, path, task, [train[i] for i in pick])
+    out["train"] = _probe_train(cfg, path, [gold_rows[i] for i in pick])
     out["probe_s"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -470,13 +503,13 @@ def _probe_generate(backend, task, judge: str, cfg: RunConfig, rows: list, reque
             "scale": round(seconds / sim, 3) if sim > 0 else 1.0}
 
 
-def _probe_train(cfg: RunConfig, path: str, task, rows: list) -> dict:
+def _probe_train(cfg: RunConfig, path: str, rows: list[dict]) -> dict:
     """Seconds per trained token (forward + backward) and per optimizer step, from real steps on `rows`
     (gold targets) at the micro-batch training will use; the first step is a warm-up."""
     import dataclasses
 
     from transformers import TrainerCallback
-    data = [{"messages": task.messages(e), "target": e.gold} for e in rows]
+    data = [{"messages": r["messages"], "target": r["target"]} for r in rows]
     tok = load_tokenizer(path, cfg.model.trust_remote_code)
     micro = memory_plan(path, cfg.model, cfg.train, sequence_lengths(tok, data)).micro_batch
     # one micro-batch per optimizer step, so each step's forward/backward and its fixed part are seen apart

@@ -3,7 +3,8 @@
     data -> answers -> answer verdicts -> paraphrases -> paraphrase verdicts
          -> train_<method>.jsonl (selection) -> adapters/<method> -> eval/<model>.jsonl -> summary
 
-Each stage writes JSONL into the run directory, resumes from what is already there, and
+The stages to run and the requests each sends come from `s3ft.plan`, which `--dry-run` prices
+too. Each stage writes JSONL into the run directory, resumes from what is already there, and
 refuses artifacts made with other settings (see `artifacts.StageArtifact`). The run directory
 is made, and locked against a second process, only once the config, task, judge, model and data
 have been checked, so bad input leaves nothing behind.
@@ -15,13 +16,13 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
-from .backends import GenRequest, Sampling, get_backend
-from .compare import drift, meter
+from .backends import Sampling, get_backend
+from .compare import meter
 from .compare.target_nll import NLLScorer, encode_target
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
@@ -30,18 +31,16 @@ from .judges import JudgeContext, get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
 from .methods import opsd
 from .models import check_model, materialize
+from .plan import STAGES, GenStage, Plan, eval_stage, plan, requests_key
 from .progress import console, progress_bar
 from .report import write_summary
 from .stats import wilson_ci
-from .strategies import (GOLD, Judged, TrainingRecord, get_strategy, needs_paraphrase, paraphrase_problem,
-                         strategies_of)
-from .tasks import Example, get_task
+from .strategies import GOLD, Judged, TrainingRecord, get_strategy, paraphrase_problem
+from .tasks import Example, Task, get_task
 from .train import train as train_fn
 
 # Best-of-k own answers: their settings are part of the samples' fingerprint only, not of the greedy answers'.
 SELF_SAMPLE_KEYS = ("self_samples", "self_sample_temperature", "self_sample_top_p")
-
-STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
 
 class Run:
@@ -155,17 +154,14 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
     return out
 
 
-def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_key: dict,
-             max_new_tokens: int, task_stops: bool = True, sampling: dict | None = None) -> tuple[list[dict], str]:
-    """Generate for every request not yet on disk; returns rows in request order + fingerprint.
-    `task_stops=False` lets answers run to end of turn (the task's stop rules do not apply);
-    `sampling`: the decoding settings `backend_fn`'s backend samples with, where they are not `run.gen_id`'s."""
-    stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if task_stops else ([], None)
+def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[dict], str]:
+    """Generate for every request of `stage` not yet on disk; returns rows in request order + fingerprint."""
+    name, requests, max_new_tokens = stage.artifact, stage.requests, stage.max_new_tokens
+    stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if stage.task_stops else ([], None)
     inputs = {"model": model_key, "generation": run.gen_id, "max_new_tokens": max_new_tokens,
-              "stop": stop, "stop_regex": stop_regex,
-              "requests": fingerprint([[r.id, r.messages, r.prefill] for r in requests])}
-    if sampling is not None:
-        inputs["sampling"] = sampling
+              "stop": stop, "stop_regex": stop_regex, "requests": requests_key(requests)}
+    if stage.sampling is not None:
+        inputs["sampling"] = stage.sampling
     # `out` is `art` itself in one process, else this rank's shard of it (see distributed.py)
     art, out = dist.open_stage(run.dir / name, inputs, run.force)
     pending = [r for r in requests if r.id not in art.rows]
@@ -183,14 +179,14 @@ def generate(run: Run, name: str, requests: list[GenRequest], backend_fn, model_
                     t0 = t1
                     advance(len(batch))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
-    run._cost(f"generate:{Path(name).stem}", art.cost, reused=not pending)
+    run._cost(stage.name, art.cost, reused=not pending)
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 
 def judge(run: Run, name: str, examples: list[Example], gens: list[dict], gen_fp: str,
-          prefilter=None) -> tuple[dict[str, dict], str]:
+          prefilter: Prefilter | None = None) -> tuple[dict[str, dict], str]:
     """Verdicts for generations; `prefilter(example, gen) -> reason|None` rejects before judging."""
-    inputs = {"generations": gen_fp, "judge": run.judge_id, "prefilter": getattr(prefilter, "key", None)}
+    inputs = {"generations": gen_fp, "judge": run.judge_id, "prefilter": prefilter.key if prefilter else None}
     art, out = dist.open_stage(run.dir / name, inputs, run.force)
     by_id = {e.id: e for e in examples}
     pending = [g for g in gens if g["id"] not in art.rows]
@@ -226,36 +222,28 @@ def base_model_key(run: Run) -> dict:
     return dict(run.model_id)
 
 
-def answer_requests(run: Run, train: list[Example]) -> list[GenRequest]:
-    return [GenRequest(e.id, run.task.messages(e)) for e in train]
-
-
-def stage_generate(run: Run, train: list[Example]) -> tuple[list[dict], str]:
+def stage_generate(run: Run, answers: GenStage) -> tuple[list[dict], str]:
     """The base model answers every training query."""
-    return generate(run, "answers.jsonl", answer_requests(run, train), run.backend, base_model_key(run),
-                    run.cfg.generation.max_new_tokens)
+    return generate(run, answers, run.backend, base_model_key(run))
 
 
 def stage_judge(run: Run, train: list[Example], gens: list[dict], gen_fp: str) -> tuple[dict, str]:
     return judge(run, "answers_verdicts.jsonl", train, gens, gen_fp)
 
 
-def stage_self_samples(run: Run, train: list[Example], answers: dict, verdicts: dict,
+def stage_self_samples(run: Run, p: Plan, answers: dict, verdicts: dict,
                        verdicts_fp: str) -> tuple[dict, dict, str]:
     """Best-of-k own answers (`generation.self_samples`): where the greedy answer was rejected, sample
     k-1 more and judge them. A row with accepted samples takes, as its own answer, the one the base
     model finds most likely (lowest mean NLL per token): among correct own answers, the one that
     shifts the model least. Returns the answers and verdicts with those rows replaced."""
-    gc = run.cfg.generation
-    if gc.self_samples == 1 or not any(s.needs.uses_own_samples for s in strategies_of(run.cfg.methods)):
+    stage = p.self_samples_stage({i: v["correct"] for i, v in verdicts.items()})
+    if stage is None:
         return answers, verdicts, verdicts_fp
-    failed = [e for e in train if not verdicts[e.id]["correct"]]
-    samples = {f"{e.id}#{j}": (e, j) for e in failed for j in range(1, gc.self_samples)}
-    requests = [GenRequest(sid, run.task.messages(e)) for sid, (e, _) in samples.items()]
-    sampling = {"temperature": gc.self_sample_temperature, "top_p": gc.self_sample_top_p, "seed": gc.seed}
-    gens, gen_fp = generate(run, "self_samples.jsonl", requests,
-                            lambda: Sampling(run.backend(), gc.self_sample_temperature, gc.self_sample_top_p),
-                            base_model_key(run), gc.max_new_tokens, sampling=sampling)
+    by_id = {e.id: e for e in p.train}
+    samples = {r.id: (by_id[row], int(j)) for r in stage.requests for row, j in [r.id.rsplit("#", 1)]}
+    gens, gen_fp = generate(run, stage, lambda: Sampling(run.backend(), **stage.sampling_backend_args),
+                            base_model_key(run))
     examples = [dataclasses.replace(e, id=sid) for sid, (e, _) in samples.items()]
     s_verdicts, s_fp = judge(run, "self_samples_verdicts.jsonl", examples, gens, gen_fp)
     accepted: dict[str, list[dict]] = {}
@@ -269,7 +257,7 @@ def stage_self_samples(run: Run, train: list[Example], answers: dict, verdicts: 
         j = samples[best["id"]][1]
         v = s_verdicts[best["id"]]
         answers[eid] = {**best, "id": eid, "sample": j}
-        verdicts[eid] = {**v, "id": eid, "reason": f"sample {j} of {gc.self_samples - 1}: {v['reason']}"}
+        verdicts[eid] = {**v, "id": eid, "reason": f"sample {j} of {p.self_samples - 1}: {v['reason']}"}
     return answers, verdicts, fingerprint([verdicts_fp, s_fp])
 
 
@@ -294,33 +282,47 @@ def _sample_nll(run: Run, samples: dict, gens: list[dict], verdicts_fp: str) -> 
     return {sid: r["nll"] for sid, r in art.rows.items()}
 
 
-def stage_paraphrases(run: Run, train: list[Example], answer_verdicts: dict) -> tuple[dict, dict, str]:
+@dataclass
+class Prefilter:
+    """Rejects a paraphrase before judging: `prefilter(example, generation) -> reason | None`."""
+
+    task: Task
+    min_length_ratio: float
+    min_words: int
+    key: dict
+    """What its verdicts depend on: part of the paraphrase verdicts' fingerprint."""
+
+    @classmethod
+    def for_run(cls, run: Run) -> Prefilter:
+        """The run's filter: the task's limits where it sets them, else the `paraphrase` config section's."""
+        task, pcfg = run.task, run.cfg.paraphrase
+        ratio, min_words = task.paraphrase_limits or (pcfg.min_length_ratio, pcfg.min_words)
+        key = to_dict(pcfg) | {"phrases": list(task.reference_phrases)}
+        if task.paraphrase_limits is not None:
+            key["task_limits"] = list(task.paraphrase_limits)
+        if task.target_rule is not None:
+            key["target_rule"] = task.target_rule
+        return cls(task, ratio, min_words, key)
+
+    def __call__(self, ex: Example, g: dict) -> str | None:
+        task = self.task
+        return paraphrase_problem(g["text"], ex.gold, task.final_answer_line(g["text"]), task.reference_phrases,
+                                  self.min_length_ratio, self.min_words, task.paraphrase_prefill) \
+            or task.target_problem(g["text"])
+
+
+def stage_paraphrases(run: Run, p: Plan, answer_verdicts: dict) -> tuple[dict, dict, str]:
     """The model restates the gold answer in its own words (S3FT's middle tier, SDFT's rewrite)."""
-    methods = run.cfg.methods
-    wanted = [e for e in train if needs_paraphrase(methods, answer_verdicts[e.id]["correct"])]
-    if not wanted:
+    paraphrases = p.paraphrases({i: v["correct"] for i, v in answer_verdicts.items()})
+    if not paraphrases.requests:
         return {}, {}, "none"
     task = run.task
-    requests = [GenRequest(e.id, task.paraphrase_messages(e), task.paraphrase_prefill) for e in wanted]
-    gens, gen_fp = generate(run, "paraphrases.jsonl", requests, run.backend, base_model_key(run),
-                            run.cfg.generation.max_new_tokens)
+    gens, gen_fp = generate(run, paraphrases, run.backend, base_model_key(run))
     # The judge and the filter see the whole target: prefill + continuation.
     full = [{**g, "text": task.paraphrase_prefill + g["text"]} for g in gens]
-    pcfg = run.cfg.paraphrase
-    by_id = {e.id: e for e in train}
-
-    ratio, min_words = task.paraphrase_limits or (pcfg.min_length_ratio, pcfg.min_words)
-
-    def prefilter(ex: Example, g: dict) -> str | None:
-        return paraphrase_problem(g["text"], ex.gold, task.final_answer_line(g["text"]), task.reference_phrases,
-                                  ratio, min_words, task.paraphrase_prefill) or task.target_problem(g["text"])
-    prefilter.key = to_dict(pcfg) | {"phrases": list(task.reference_phrases)}
-    if task.paraphrase_limits is not None:
-        prefilter.key["task_limits"] = list(task.paraphrase_limits)
-    if task.target_rule is not None:
-        prefilter.key["target_rule"] = task.target_rule
+    by_id = {e.id: e for e in p.train}
     verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
-                           prefilter=prefilter)
+                           prefilter=Prefilter.for_run(run))
     return {g["id"]: g for g in full}, verdicts, v_fp
 
 
@@ -425,20 +427,21 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     return str(out / "model")
 
 
-def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None) -> dict:
-    """In-domain accuracy (with a 95% Wilson CI) of the base model or an adapter on the test split."""
-    requests = [GenRequest(e.id, run.task.messages(e)) for e in test]
+def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None,
+                   stage: GenStage | None = None) -> dict:
+    """In-domain accuracy (with a 95% Wilson CI) of the base model or an adapter on the test split.
+    `stage`: the plan's generation stage for `label`, whose requests are `test`'s (built here if not given)."""
+    stage = stage or eval_stage(run.cfg, run.task, label, test)
     key = base_model_key(run)
     if adapter:
         key = {**key, "adapter": json.loads((Path(adapter).parent / "train_meta.json").read_text())["fingerprint"]}
-        backend_fn = _adapter_backend(run, adapter)
+        backend_fn = AdapterBackend(run, adapter)
     else:
         backend_fn = run.backend
-    max_new = run.cfg.eval.max_new_tokens or run.cfg.generation.max_new_tokens
-    gens, gen_fp = generate(run, f"eval/{label}.jsonl", requests, backend_fn, key, max_new)
+    gens, gen_fp = generate(run, stage, backend_fn, key)
     verdicts, _ = judge(run, f"eval/{label}_verdicts.jsonl", test, gens, gen_fp)
-    if getattr(backend_fn, "loaded", None):
-        backend_fn.loaded.close()
+    if isinstance(backend_fn, AdapterBackend):
+        backend_fn.close()
     k, n = sum(verdicts[e.id]["correct"] for e in test), len(test)
     lo, hi = wilson_ci(k, n)
     metrics = {"model": label, "correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi],
@@ -451,31 +454,39 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     return metrics
 
 
-def _adapter_backend(run: Run, adapter: str):
-    def fn():
+class AdapterBackend:
+    """Opens a generation backend with `adapter` when first called, freeing the base model's first;
+    `loaded` is the backend it opened (None before), which `close` closes."""
+
+    def __init__(self, run: Run, adapter: str):
+        self.run, self.adapter, self.loaded = run, adapter, None
+
+    def __call__(self):
+        run = self.run
         run.release_backend()
-        with console.status(f"loading adapter {adapter}"):
-            fn.loaded = get_backend(run.cfg.generation.backend, run.model_path, run.cfg.model,
-                                    run.cfg.generation, adapter=adapter)
-        return fn.loaded
-    fn.loaded = None
-    return fn
+        with console.status(f"loading adapter {self.adapter}"):
+            self.loaded = get_backend(run.cfg.generation.backend, run.model_path, run.cfg.model,
+                                      run.cfg.generation, adapter=self.adapter)
+        return self.loaded
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
 
 
-def stage_controls(run: Run, train: list[Example]) -> dict[str, str]:
+def stage_controls(run: Run, p: Plan) -> dict[str, str]:
     """The forgetting meter's controls: {label: adapter}. `untrained` is an untrained LoRA adapter (its
     B matrices are zero, so it computes the base model through the PEFT path); `planted` is SFT on
     the same rows at `planted_lr_scale` x the learning rate."""
     fc, out = run.cfg.forgetting, {}
-    if "untrained" in fc.controls:
-        out[meter.CONTROLS["untrained"]] = dist.on_main(lambda: _untrained_adapter(run))
-    if "planted" in fc.controls:
-        rows = [{"id": e.id, "messages": run.task.messages(e), "target": e.gold, "source": "gold",
-                 "reason": "control"} for e in train]
-        lr = run.cfg.train.learning_rate * fc.planted_lr_scale
-        out[meter.CONTROLS["planted"]] = stage_train(run, meter.CONTROLS["planted"], rows,
-                                                     fingerprint(["control-planted", rows]),
-                                                     dataclasses.replace(run.cfg.train, learning_rate=lr))
+    for label, rows in p.controls.items():
+        if rows is None:
+            out[label] = dist.on_main(lambda: _untrained_adapter(run))
+        else:
+            lr = run.cfg.train.learning_rate * fc.planted_lr_scale
+            out[label] = stage_train(run, label, rows, fingerprint([label, rows]),
+                                     dataclasses.replace(run.cfg.train, learning_rate=lr))
     return out
 
 
@@ -496,13 +507,10 @@ def _untrained_adapter(run: Run) -> str:
     return str(out / "model")
 
 
-def stage_forgetting(run: Run, adapters: dict[str, str]) -> dict:
+def stage_forgetting(run: Run, p: Plan, adapters: dict[str, str]) -> dict:
     """The forgetting meter on base, every method and the controls (see `s3ft.compare.meter`)."""
-    fc = run.cfg.forgetting
-    prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
-    requests = [GenRequest(f"ifeval/{r['id']}", meter.probe_messages(r["prompt"])) for r in prompts]
-    gens, _ = generate(run, f"{meter.FOLDER}/probe_responses.jsonl", requests, run.backend, base_model_key(run),
-                       fc.max_new_tokens, task_stops=False)
+    fc, prompts = run.cfg.forgetting, p.probe_prompts
+    gens, _ = generate(run, p.probe, run.backend, base_model_key(run))
     run.release_backend()
     labels: dict[str, str | None] = {"base": None, **adapters}
 
@@ -529,56 +537,101 @@ def run_pipeline(cfg: RunConfig, force: bool = False, until: str = "report") -> 
         raise S3FTError(f"unknown stage '{until}' (stages: {', '.join(STAGES)})")
     run = Run(cfg, force=force)
     try:
-        return _run_stages(run, STAGES.index(until))
+        return _run_stages(run, until)
     finally:
         run.close()
 
 
-def _run_stages(run: Run, stop_after: int) -> dict:
-    cfg, t_start = run.cfg, time.time()
+@dataclass
+class Made:
+    """What the stages of one invocation have made so far, for the stages after them."""
+
+    t_start: float
+    """When the invocation started (the summary's wall time)."""
+    gens: list[dict] = field(default_factory=list)
+    """The base model's answers, in training-row order."""
+    gen_fp: str = ""
+    answers: dict[str, dict] = field(default_factory=dict)
+    """The own answer of each row by id: the greedy one, or an accepted sample where it was rejected
+    (`generation.self_samples`)."""
+    a_verdicts: dict[str, dict] = field(default_factory=dict)
+    """The answers' verdicts by row id."""
+    a_fp: str = ""
+    paras: dict[str, dict] = field(default_factory=dict)
+    """The paraphrases by row id (prefill included)."""
+    p_verdicts: dict[str, dict] = field(default_factory=dict)
+    p_fp: str = ""
+    selected: dict[str, tuple[list[dict], dict, str]] = field(default_factory=dict)
+    """Per method: its training rows, their stats and their fingerprint."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """Per method: its trained adapter's path."""
+    controls: dict[str, str] = field(default_factory=dict)
+    """The forgetting meter's control adapters by label."""
+    results: dict[str, dict] = field(default_factory=dict)
+    """Per evaluated model: its in-domain metrics."""
+    forgetting: dict | None = None
+    summary: dict = field(default_factory=dict)
+    """The report's summary ({} on other ranks, or before the report)."""
+
+
+def _generate(run: Run, p: Plan, made: Made) -> None:
+    made.gens, made.gen_fp = stage_generate(run, p.answers)
+
+
+def _judge(run: Run, p: Plan, made: Made) -> None:
+    made.a_verdicts, made.a_fp = stage_judge(run, p.train, made.gens, made.gen_fp)
+    made.answers, made.a_verdicts, made.a_fp = stage_self_samples(run, p, {g["id"]: g for g in made.gens},
+                                                                  made.a_verdicts, made.a_fp)
+
+
+def _paraphrase(run: Run, p: Plan, made: Made) -> None:
+    made.paras, made.p_verdicts, made.p_fp = stage_paraphrases(run, p, made.a_verdicts)
+
+
+def _select(run: Run, p: Plan, made: Made) -> None:
+    for method in p.methods:
+        made.selected[method] = stage_select(run, method, p.train, made.answers, made.a_verdicts, made.paras,
+                                             made.p_verdicts, fingerprint([made.a_fp, made.p_fp]))
+
+
+def _train(run: Run, p: Plan, made: Made) -> None:
+    made.adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in made.selected.items()}
+    made.controls = stage_controls(run, p)  # none where the meter does not run
+
+
+def _evaluate(run: Run, p: Plan, made: Made) -> None:
+    for label, stage in p.evals.items():
+        adapter = None if label == "base" else made.adapters[label]
+        made.results[label] = stage_evaluate(run, label, p.test, adapter, stage)
+
+
+def _forgetting(run: Run, p: Plan, made: Made) -> None:
+    made.forgetting = stage_forgetting(run, p, {**made.adapters, **made.controls})
+
+
+def _report(run: Run, p: Plan, made: Made) -> None:
+    run.release_backend()
+    if dist.is_main():
+        made.summary = write_summary(run, made.results, {m: s for m, (_, s, _) in made.selected.items()},
+                                     time.time() - made.t_start, made.forgetting,
+                                     estimate_beside_cost(run.cfg, run.cost))
+
+
+STEPS = {"generate": _generate, "judge": _judge, "paraphrase": _paraphrase, "select": _select, "train": _train,
+         "evaluate": _evaluate, "forgetting": _forgetting, "report": _report}
+"""What each stage after `data` does with the plan and what the stages before it made."""
+
+
+def _run_stages(run: Run, until: str) -> dict:
+    cfg, made = run.cfg, Made(t_start=time.time())
     if dist.world_size() > 1:  # `accelerate launch`: one rank prints; the model is resolved (GGUF converted) once
         console.quiet = not dist.is_main()
         run._model_path = dist.on_main(lambda: run.model_path)
     data = dist.on_main(lambda: stage_data(run))  # makes and locks the run directory
     if dist.is_main():
         write_json(run.dir / "config.json", to_dict(cfg))
-    train, test = data["train"], data["test"]
-    console.print(f"[bold]{cfg.data.task}[/]: {len(train)} train / {len(test)} test rows -> {run.dir}")
-    if stop_after < STAGES.index("generate"):
-        return {}
-    gens, gen_fp = stage_generate(run, train)
-    if stop_after < STAGES.index("judge"):
-        return {}
-    a_verdicts, a_fp = stage_judge(run, train, gens, gen_fp)
-    answers = {g["id"]: g for g in gens}
-    answers, a_verdicts, a_fp = stage_self_samples(run, train, answers, a_verdicts, a_fp)
-    if stop_after < STAGES.index("paraphrase"):
-        return {}
-    paras, p_verdicts, p_fp = stage_paraphrases(run, train, a_verdicts)
-    if stop_after < STAGES.index("select"):
-        return {}
-    selected: dict[str, tuple[list[dict], dict, str]] = {}
-    for method in cfg.methods:
-        selected[method] = stage_select(run, method, train, answers, a_verdicts, paras, p_verdicts,
-                                        fingerprint([a_fp, p_fp]))
-    if stop_after < STAGES.index("train"):
-        return {}
-    adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in selected.items()}
-    # `s3ft forgetting` measures it even where the config turns the stage off
-    measure_forgetting = stop_after >= STAGES.index("forgetting") and (
-        cfg.forgetting.enabled or stop_after == STAGES.index("forgetting"))
-    controls = stage_controls(run, train) if measure_forgetting else {}
-    if stop_after < STAGES.index("evaluate"):
-        return {}
-    results = {}
-    if cfg.eval.base:
-        results["base"] = stage_evaluate(run, "base", test, None)
-    for m, path in adapters.items():
-        results[m] = stage_evaluate(run, m, test, path)
-    forgetting = stage_forgetting(run, {**adapters, **controls}) if measure_forgetting else None
-    run.release_backend()
-    if not dist.is_main():
-        return {}
-    return write_summary(run, results, {m: s for m, (_, s, _) in selected.items()}, time.time() - t_start,
-                         forgetting, estimate_beside_cost(cfg, run.cost))
-
+    p = plan(cfg, run.task, data["train"], data["test"], until)
+    console.print(f"[bold]{cfg.data.task}[/]: {len(p.train)} train / {len(p.test)} test rows -> {run.dir}")
+    for stage in p.stages[1:]:  # the data stage made the plan's rows
+        STEPS[stage](run, p, made)
+    return made.summary
