@@ -125,3 +125,11 @@ def test_the_hf_backend_samples_repeated_prompts_independently(tiny_model_dir):
     assert backend.gen_cfg.temperature == 0.0  # greedy again afterwards
     greedy = [g.text for batch in backend.generate(requests[:2], 8) for g in batch]
     assert greedy[0] == greedy[1]
+
+
+def test_the_dry_run_prices_the_samples_from_the_same_plan(scripted):
+    from s3ft.cost import estimate
+    cfg = load_config(None, scripted + ["generation.self_samples=3"])
+    stage = estimate(cfg, probe=False)["stages"]["generate:self_samples"]
+    assert stage["rows"] == 12 * 2 and stage["upper_bound"]  # every row's 2 samples, before any verdict
+    assert "generate:self_samples" not in estimate(load_config(None, scripted), probe=False)["stages"]
