@@ -53,16 +53,11 @@ def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengt
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
                   max_steps: int | None = None):
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     cfg.check("train")  # a TrainConfig made in code has not been through load_config
-    device = pick_device(model_cfg.device)
-    dtype = pick_dtype(model_cfg.dtype, device)
-    on_gpu = device.startswith("cuda")
-    if not on_gpu:
-        dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
+    device, dtype, on_gpu = training_device(model_cfg)
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     tok.padding_side = "right"
     plan = memory_plan(model_path, model_cfg, cfg, sequence_lengths(tok, rows))
@@ -104,14 +99,30 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
-    peft_config = None
-    if cfg.lora:
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
-                         peft_config=peft_config)
+                         peft_config=lora_config(cfg))
     trainer.s3ft_memory_plan = plan
     return trainer
+
+
+def training_device(model_cfg: ModelConfig):
+    """(device, torch dtype, on a GPU) for training: the model's dtype on a GPU, float32 on CPU."""
+    import torch
+    device = pick_device(model_cfg.device)
+    dtype = pick_dtype(model_cfg.dtype, device)
+    on_gpu = device.startswith("cuda")
+    if not on_gpu:
+        dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
+    return device, dtype, on_gpu
+
+
+def lora_config(cfg: TrainConfig):
+    """The adapter every method trains, a peft `LoraConfig` (None: full fine-tuning, `train.lora: false`)."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig  # heavy: imported where a trainer is built
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
 
 
 # What a checkpoint's weights may be saved as: adapter or full model, whole or sharded by size.

@@ -31,9 +31,9 @@ from trl.experimental.sdft.sdft_trainer import DemonstrationTeacherContextBuilde
 
 from ...config import ModelConfig, TrainConfig
 from ...errors import S3FTError
-from ...models import load_tokenizer, pick_device, pick_dtype
+from ...models import load_tokenizer
 from ...progress import console
-from ...train import latest_checkpoint
+from ...train import latest_checkpoint, lora_config, training_device
 from .config import OPSDConfig
 
 
@@ -88,17 +88,12 @@ def step_shape(cfg: TrainConfig, opsd: OPSDConfig, rows: int) -> tuple[int, int]
 
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
                   out_dir: Path, max_steps: int | None = None) -> OPSDTrainer:
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     if opsd.max_completion_length >= cfg.max_length:
         raise S3FTError(f"opsd.max_completion_length: must be below train.max_length ({cfg.max_length}), "
                         f"got {opsd.max_completion_length}")
-    device = pick_device(model_cfg.device)
-    dtype = pick_dtype(model_cfg.dtype, device)
-    on_gpu = device.startswith("cuda")
-    if not on_gpu:
-        dtype = torch.float32  # CPU training in pure bf16 loses the small LoRA updates
+    device, dtype, on_gpu = training_device(model_cfg)
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     batch, accum = step_shape(cfg, opsd, len(rows))
     fields = {f.name for f in dataclasses.fields(SDFTConfig)}
@@ -141,12 +136,8 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
-    peft_config = None
-    if cfg.lora:
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     return OPSDTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tok,
-                       peft_config=peft_config)
+                       peft_config=lora_config(cfg))
 
 
 def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
