@@ -133,3 +133,16 @@ def test_the_dry_run_prices_the_samples_from_the_same_plan(scripted):
     stage = estimate(cfg, probe=False)["stages"]["generate:self_samples"]
     assert stage["rows"] == 12 * 2 and stage["upper_bound"]  # every row's 2 samples, before any verdict
     assert "generate:self_samples" not in estimate(load_config(None, scripted), probe=False)["stages"]
+
+
+def test_a_sweep_reuses_the_samples_of_the_first_seed(tmp_path):
+    from s3ft.sweep import reuse_seed_independent
+    first, second = tmp_path / "seed0", tmp_path / "seed1"
+    first.mkdir()
+    for name in ("self_samples.jsonl", "self_samples.meta.json", "self_samples_verdicts.jsonl", "self_samples_nll.jsonl"):
+        (first / name).write_text(name)
+    (first / "train_s3ft.jsonl").write_text("depends on the selection, made again")
+    copied = reuse_seed_independent(first, second)
+    assert {"self_samples.jsonl", "self_samples_verdicts.jsonl", "self_samples_nll.jsonl"} <= set(copied)
+    assert (second / "self_samples.meta.json").read_text() == "self_samples.meta.json"
+    assert not (second / "train_s3ft.jsonl").exists()
