@@ -272,12 +272,14 @@ def _sample_nll(run: Run, samples: dict, gens: list[dict], verdicts_fp: str) -> 
         backend = run.backend()
         scorer = (NLLScorer.from_loaded(backend.model, backend.tokenizer) if hasattr(backend, "model")
                   else NLLScorer(run.model_path, to_dict(run.cfg.model)))
+        step = scorer.batch_size
         with progress_bar("score accepted samples", len(gens), len(gens) - len(todo)) as advance:
-            for g in todo:
-                ids, p = encode_target(scorer.tok, run.task.messages(samples[g["id"]][0]), g["text"])
-                (mean_nll, tokens), = scorer.score([(ids, p)])
-                art.append([{"id": g["id"], "nll": mean_nll, "tokens": tokens}])
-                advance(1)
+            for i in range(0, len(todo), step):
+                part = todo[i:i + step]
+                scores = scorer.score([encode_target(scorer.tok, run.task.messages(samples[g["id"]][0]), g["text"])
+                                       for g in part])
+                art.append([{"id": g["id"], "nll": nll, "tokens": tokens} for g, (nll, tokens) in zip(part, scores)])
+                advance(len(part))
     art.finish({"rows": len(art.rows)})
     return {sid: r["nll"] for sid, r in art.rows.items()}
 
@@ -331,9 +333,7 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
     if method == opsd.METHOD:  # no target chosen: the prompts for sampling and scoring, from the data alone
         rows, stats = opsd.select_rows(run.task, train, run.cfg.opsd)
-        if dist.is_main():
-            write_jsonl(run.dir / f"train_{method}.jsonl", rows)
-            write_json(run.dir / f"train_{method}.stats.json", stats)
+        _write_selection(run, method, rows, stats)
         return rows, stats, fingerprint([method, fingerprint(rows)])
     strategy = get_strategy(method)
     rows, kinds = [], []
@@ -346,7 +346,6 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
                      "reason": str(target.reason)})
         kinds.append(target.reason.kind)
     mix = Counter(r["source"] for r in rows)
-    from_samples = sum(r["source"] == "self" and "sample" in answers[r["id"]] for r in rows)
     # a strategy that only ever emits gold has no fallback to explain
     falls_back = set(strategy.sources) != {GOLD}
     rejections = Counter(k for r, k in zip(rows, kinds) if r["source"] == GOLD and falls_back)
@@ -354,17 +353,20 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
     if run.cfg.generation.self_samples > 1 and strategy.needs.uses_own_samples:
-        stats["self_from_samples"] = from_samples
+        stats["self_from_samples"] = sum(r["source"] == "self" and "sample" in answers[r["id"]] for r in rows)
     formats = [run.task.answer_format(r["target"]) for r in rows]
     if any(f is not None for f in formats):  # e.g. math: 'answer is' / '####' / 'boxed' / 'none'
         stats["answer_formats"] = dict(Counter(formats).most_common())
         stats["answer_formats_by_source"] = {
             src: dict(Counter(f for r, f in zip(rows, formats) if r["source"] == src).most_common()) for src in mix}
-    path = run.dir / f"train_{method}.jsonl"
-    if dist.is_main():  # every rank selects the same rows; one writes them
-        write_jsonl(path, rows)
-        write_json(run.dir / f"train_{method}.stats.json", stats)
+    _write_selection(run, method, rows, stats)
     return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
+
+
+def _write_selection(run: Run, method: str, rows: list[dict], stats: dict) -> None:
+    if dist.is_main():  # every rank selects the same rows; one writes them
+        write_jsonl(run.dir / f"train_{method}.jsonl", rows)
+        write_json(run.dir / f"train_{method}.stats.json", stats)
 
 
 def train_key(cfg: TrainConfig) -> dict:
