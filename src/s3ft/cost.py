@@ -205,13 +205,13 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
                            gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
         extra.update(rows=len(sample_len), rows_expected=expected, upper_bound=True, requests=samples.key)
         stages[samples.name] = extra
-    expected_para_rows = round(len(para_len) * (1 - lengths["p_answer"])) if "sdft" not in cfg.methods \
-        else len(para_len)
+    every_row = needs_paraphrase(cfg.methods, True)  # a method paraphrases rows whatever their answer
+    expected_para_rows = len(para_len) if every_row else round(len(para_len) * (1 - lengths["p_answer"]))
     paras = _gen_stage(para_len[:expected_para_rows], _cycled(lengths["paraphrase"], expected_para_rows),
                        para_stage.max_new_tokens, gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
     paras["rows"], paras["rows_expected"] = len(para_len), expected_para_rows
     paras["output_tokens_max"] = para_stage.max_new_tokens * len(para_len)
-    paras["upper_bound"] = bool(para_len) and not needs_paraphrase(cfg.methods, True)
+    paras["upper_bound"] = bool(para_len) and not every_row
     paras["requests"] = para_stage.key
     stages[para_stage.name] = paras
 
