@@ -49,13 +49,23 @@ def one_k(k: int, out: Path, first: Path | None) -> dict:
                                "by_source": {s: v["nll"] for s, v in nll[m]["by_source"].items()}} for m in METHODS}}
 
 
+def k_values(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,4,8") from None
+    if any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"{text!r}: every k must be >= 1")
+    return ks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/self-samples"))
-    ap.add_argument("--k", default="1,4,8", help="comma-separated values of generation.self_samples")
+    ap.add_argument("--k", default="1,4,8", type=k_values, help="comma-separated values of generation.self_samples")
     args = ap.parse_args()
     results, first = [], None
-    for k in [int(x) for x in args.k.split(",")]:
+    for k in args.k:
         out = args.out / f"k{k}"
         results.append(one_k(k, out, first))
         first = first or out
