@@ -10,7 +10,11 @@ config loads (`task_args`): a typo is a one-line error naming `data.task_args.<k
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import random
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -191,6 +195,33 @@ def task_class(name: str) -> type[Task]:
 def task_args(name: str, data: DataConfig) -> Any:
     """The typed options of task `name` from a config's `data` section; an error names `data.task_args.<key>`."""
     return build_args(task_class(name).args_type, data.task_args, "data.task_args", f"task '{name}'")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass and its bases (the string after `name: type = ...`)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError):  # defined where its source cannot be read (a REPL)
+            continue
+        for stmt, nxt in zip(body, body[1:]):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def args_table(args_type: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, docstring) of each option in an args dataclass, in declaration order."""
+    docs = field_docs(args_type)
+    out = []
+    for f in dataclasses.fields(args_type):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append((f.name, tp, "null" if default is None else repr(default), docs.get(f.name, "")))
+    return out
 
 
 def get_task(cfg: DataConfig) -> Task:

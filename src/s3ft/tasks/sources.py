@@ -32,7 +32,7 @@ class Source:
     def __str__(self) -> str:
         """How errors name it: the key and the path resolved (and against which folder), or the hub id."""
         if self.path is None:
-            return f"{self.key}: hub dataset {self.value!r} (split {self.split!r})"
+            return f"{self.key}: hub dataset {self.value!r} (split {self.split!r}; no such path under {self.base})"
         against = f" (resolved against {self.base})" if not Path(self.value).expanduser().is_absolute() else ""
         return f"{self.key}: {self.path}{against}"
 
@@ -43,12 +43,12 @@ def resolve(key: str, value: str, split: str, base: Path, data_dir: str | None) 
     path = base / Path(value).expanduser()
     if path.exists():
         return Source(key, value, split, path, base)
-    if HUB_ID.match(value):
+    if HUB_ID.match(value) and not any(value.endswith(s) for s in (*BUILDERS, ".jsonl", ".gz")):
         for name in (value, value.split("/")[1]) if data_dir else ():
             mirror = Path(data_dir) / name / f"{split}.jsonl"
             if mirror.exists():
                 return Source(key, value, split, mirror, Path(data_dir))
-        return Source(key, value, split)
+        return Source(key, value, split, base=base)
     raise S3FTError(f"{key}: {path}: not found ({value!r} resolved against {base})")
 
 
