@@ -206,3 +206,27 @@ def test_tasks_name_prints_the_answer_type_and_every_option_with_type_default_an
     assert all(f"  {f.name}: " in out for f in fields(task_class("dataset").args_type))
     result = CliRunner().invoke(app, ["tasks", "nq_open"])
     assert "answer type: short" in result.output and "  test_size: int = 1000\n      Rows for test." in result.output
+
+
+def test_docs_own_data_lists_every_option_of_the_dataset_task():
+    from dataclasses import fields
+
+    from s3ft.tasks import task_class
+    doc = (Path(__file__).parents[1] / "docs" / "own-data.md").read_text()
+    missing = [f.name for f in fields(task_class("dataset").args_type) if f"| `{f.name}` |" not in doc]
+    assert not missing, f"docs/own-data.md lacks {missing}"
+
+
+def test_the_worked_example_loads_as_the_docs_show_it():
+    """examples/unit-conversions: the config in docs/own-data.md, its 40 conversations, a quarter held out."""
+    from s3ft.config import load_config
+    from s3ft.tasks import get_task
+    root = Path(__file__).parents[1]
+    cfg_path = root / "examples" / "unit-conversions" / "config.yaml"
+    assert cfg_path.read_text() in (root / "docs" / "own-data.md").read_text()
+    cfg = load_config(cfg_path)
+    task = get_task(cfg.data)
+    train, test = task.load("train"), task.load("test")
+    assert (len(train), len(test)) == (30, 10)
+    assert all(e.context[0]["role"] == "system" for e in train + test)
+    assert sum(len(e.context) == 3 for e in train + test) == 12  # the two-turn conversations
