@@ -230,3 +230,10 @@ def test_the_worked_example_loads_as_the_docs_show_it():
     assert (len(train), len(test)) == (30, 10)
     assert all(e.context[0]["role"] == "system" for e in train + test)
     assert sum(len(e.context) == 3 for e in train + test) == 12  # the two-turn conversations
+
+
+def test_invalid_json_names_the_option_the_file_and_the_line(tmp_path):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "chat.jsonl").write_text('{"messages": []}\n{broken\n')
+    assert f"data.task_args.train: {tmp_path}/project/chat.jsonl:2: invalid JSON" in data_error(
+        tmp_path, "{train: chat.jsonl, answer_type: short}")

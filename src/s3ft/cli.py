@@ -223,7 +223,7 @@ def tasks(name: Optional[str] = typer.Argument(None, help="A task: print its ans
         except S3FTError as e:
             _fail(e)
         return
-    typer.echo("tasks:      " + ", ".join(task_names()))
+    typer.echo("tasks:      " + ", ".join(task_names()) + "  (`s3ft tasks NAME`: a task's options)")
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
     typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")

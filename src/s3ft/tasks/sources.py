@@ -57,7 +57,10 @@ def read(src: Source, name: str | None, revision: str | None) -> list[dict]:
     if src.path is not None and src.path.is_file():
         suffix = "".join(src.path.suffixes[-2:]) if src.path.suffix == ".gz" else src.path.suffix
         if suffix in (".jsonl", ".jsonl.gz", ".ndjson"):
-            return list(iter_jsonl(src.path))
+            try:
+                return list(iter_jsonl(src.path))
+            except S3FTError as e:  # "<file>:<line>: invalid JSON": add the option that names the file
+                raise S3FTError(f"{src.key}: {e}") from None
         if suffix not in BUILDERS:
             raise S3FTError(f"{src}: unknown file type {suffix!r} (known: .jsonl, .jsonl.gz, .json, .parquet, .csv)")
         return _load(src, BUILDERS[suffix], data_files=str(src.path), split="train")
