@@ -11,7 +11,7 @@ import typer
 
 from .backends import backend_names
 from .compare import CompareOptions, compare as compare_fn
-from .compare.lm_eval_bridge import GeneralEvalConfig
+from .forgetting.lm_eval_bridge import GeneralEvalConfig
 from .config import load_config
 from .cost import estimate, format_estimate
 from .errors import S3FTError

@@ -298,7 +298,7 @@ class ForgettingConfig:
     """The forgetting meter: stage `forgetting`, after the in-domain evaluation.
 
     Every fine-tuned model is compared with the base model on probes that need no task labels
-    (see `s3ft.compare.drift`), optionally on labelled multiple-choice benchmarks through
+    (see `s3ft.forgetting.drift`), optionally on labelled multiple-choice benchmarks through
     lm-eval (accuracy and per-item likelihood deltas), and beside controls that show what the
     meter reads when nothing changed and when something clearly did.
     """

@@ -22,8 +22,8 @@ from pathlib import Path
 from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
 from .backends import Sampling, get_backend
-from .compare import meter
-from .compare.target_nll import NLLScorer, encode_target
+from .forgetting import meter
+from .forgetting.targets import NLLScorer, encode_target
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -510,7 +510,7 @@ def _untrained_adapter(run: Run) -> str:
 
 
 def stage_forgetting(run: Run, p: Plan, adapters: dict[str, str]) -> dict:
-    """The forgetting meter on base, every method and the controls (see `s3ft.compare.meter`)."""
+    """The forgetting meter on base, every method and the controls (see `s3ft.forgetting.meter`)."""
     fc, prompts = run.cfg.forgetting, p.probe_prompts
     gens, _ = generate(run, p.probe, run.backend, base_model_key(run))
     run.release_backend()
