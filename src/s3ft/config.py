@@ -13,14 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from .errors import S3FTError
-from .methods import OWN_TRAINER
 from .methods.opsd.config import OPSDConfig
-from .strategies import STRATEGIES
 
 
 @dataclass
@@ -372,6 +370,9 @@ class RunConfig:
     opsd: OPSDConfig = field(default_factory=OPSDConfig)
     """Method `opsd`: sampling and loss settings (its LoRA, optimiser and batch settings are `train`'s)."""
 
+    origin: ClassVar["Origins"]
+    """Where each key's value came from (set by `load_config`; not a field, so never dumped)."""
+
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     """Coerce/validate a YAML value against a dataclass field type."""
@@ -504,7 +505,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
-    _check_values(cfg, _Origins(path, over))
+    cfg.origin = Origins(path, over)
+    _check_ranges(cfg, cfg.origin)
     return cfg
 
 
@@ -538,7 +540,7 @@ def _within(value: float, rule: str) -> bool:
 
 
 @dataclass
-class _Origins:
+class Origins:
     """Where each key's value came from, so that an error can point at it."""
     path: Path | None
     overrides: dict
@@ -553,50 +555,17 @@ class _Origins:
         return f"{self.path}:{line}" if line else str(self.path)
 
 
-def _check_values(cfg: RunConfig, origin: _Origins) -> None:
-    """Ranges, strategies and the judge's name: an error names where the value came from and the key."""
+RunConfig.origin = Origins(None, {})  # a config made in code: errors name `config`
+
+
+def _check_ranges(cfg: RunConfig, origin: Origins) -> None:
+    """Every value in its range: an error names where the value came from and the key. (Checks against
+    the registries, which config does not import, are `s3ft.checks.check_config`.)"""
     for key, rule in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value is not None and not _within(value, rule):
             raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
-    for m in cfg.methods:
-        if m not in STRATEGIES and m not in OWN_TRAINER:
-            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' "
-                            f"(known: {', '.join([*STRATEGIES, *OWN_TRAINER])})")
-    for name, problem in cfg.opsd.problems():
-        raise S3FTError(f"{origin('opsd.' + name)}: opsd.{name}: {problem}")
-    if "opsd" in cfg.methods:  # TRL samples whole groups of generations per optimizer step
-        per_step = cfg.train.batch_size * cfg.train.grad_accum
-        if per_step % cfg.opsd.generations_per_row:
-            raise S3FTError(f"{origin('opsd.generations_per_row')}: opsd.generations_per_row: must divide "
-                            f"train.batch_size x train.grad_accum ({per_step}), got {cfg.opsd.generations_per_row}")
-        if cfg.opsd.max_completion_length >= cfg.train.max_length:
-            raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
-                            f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
-    # Judges import config (their args hold config types), so they are imported here, not at the top.
-    from .judges import judge_args, judge_names
-    if cfg.judge.name is not None and cfg.judge.name not in judge_names():
-        raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
-                        f"(known: {', '.join(judge_names())})")
-    try:
-        options = cfg.judge.options()
-        name = cfg.judge.name or (_task_judge(cfg.data) if options else None)  # no options: the defaults hold
-        if name in judge_names():
-            judge_args(name, cfg.judge)
-    except S3FTError as e:
-        key = str(e).split(":")[0]  # these errors start with the key
-        raise S3FTError(f"{origin(key)}: {e}") from None
-
-
-def _task_judge(data: DataConfig) -> str | None:
-    """The judge the task names (a `jsonl` task: its `task_args.judge`); None for a task that does not
-    load, which the run reports itself, naming `data.task` or `data.task_args`."""
-    from .tasks import get_task  # tasks import config: not at the top
-    try:
-        return get_task(data).judge
-    except S3FTError:
-        return None
 
 
 def _leaves(tree: dict, prefix: str = "") -> list[str]:

@@ -24,6 +24,7 @@ from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_jso
 from .backends import Sampling, get_backend
 from .forgetting import meter
 from .forgetting.targets import NLLScorer, encode_target
+from .checks import check_config
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -47,6 +48,7 @@ class Run:
     """Shared state of one run: config, directory, task, the open base-model backend, costs."""
 
     def __init__(self, cfg: RunConfig, force: bool = False):
+        check_config(cfg)  # a config made in code has not been through the CLI's checks
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
         for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
