@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import yaml
 
 from .errors import S3FTError
-from .methods.opsd.config import OPSDConfig
 
 
 @dataclass
@@ -353,12 +352,24 @@ class ForgettingConfig:
             raise S3FTError(f"{section}.planted_lr_scale: must be > 0, got {self.planted_lr_scale}")
 
 
+SECTIONS: dict[str, type] = {}
+"""Config sections of the methods with a trainer of their own, by name (e.g. `opsd:`), in registration
+order: `register_section` fills it, config itself names none."""
+
+
+def register_section(name: str, cls: type, ranges: dict[str, str] | None = None) -> None:
+    """A top-level section `name:` built as the dataclass `cls` (defaults when absent), read as
+    `cfg.<name>`, dumped after the core sections; `ranges` ({field: rule}) join `RANGES`."""
+    SECTIONS[name] = cls
+    RANGES.update({f"{name}.{key}": rule for key, rule in (ranges or {}).items()})
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
-    """Methods to train: the target-selection strategies `sft`, `ssr`, `s3ft`, `sdft`, and `opsd` (on-policy
-    self-distillation, its own trainer)."""
+    """Methods to train: target-selection strategies (`s3ft methods` lists them) and methods with a
+    trainer of their own."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -367,11 +378,17 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
-    opsd: OPSDConfig = field(default_factory=OPSDConfig)
-    """Method `opsd`: sampling and loss settings (its LoRA, optimiser and batch settings are `train`'s)."""
+    sections: dict = field(default_factory=lambda: {name: cls() for name, cls in SECTIONS.items()})
+    """The registered `SECTIONS`, by name: in YAML and in `to_dict` each is a top-level section."""
 
     origin: ClassVar["Origins"]
     """Where each key's value came from (set by `load_config`; not a field, so never dumped)."""
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not attributes: `cfg.<section>`
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -412,12 +429,16 @@ def _build(cls: type, data: dict, where: str) -> Any:
     if not isinstance(data, dict):
         raise S3FTError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    sections = SECTIONS if cls is RunConfig else {}
+    names = {f.name for f in dataclasses.fields(cls)} - ({"sections"} if cls is RunConfig else set()) | set(sections)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             prefix = f"{where}: " if where else ""
             raise S3FTError(f"{prefix}unknown key '{key}' (known: {', '.join(sorted(names))})")
+        if key in sections:
+            kwargs.setdefault("sections", {s: c() for s, c in sections.items()})[key] = _build(sections[key], value or {}, key)
+            continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{where}.{key}" if where else key)
@@ -523,9 +544,6 @@ RANGES = {
     "train.epochs": "> 0", "train.batch_size": ">= 1", "train.grad_accum": ">= 1", "train.max_length": ">= 1",
     "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1", "train.memory_budget_gib": "> 0",
     "eval.max_new_tokens": ">= 1",
-    "opsd.generations_per_row": ">= 1", "opsd.temperature": "> 0", "opsd.top_p": "in (0, 1]",
-    "opsd.max_completion_length": ">= 1", "opsd.distillation_alpha": "in [0, 1]", "opsd.distillation_topk": ">= 1",
-    "opsd.teacher_update_rate": "in (0, 1]", "opsd.loss_tokens_to_skip": ">= 0",
 }
 
 
@@ -602,4 +620,8 @@ def _mentions(over: dict, msg: str, prefix: str = "") -> bool:
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """A config (or section) as plain data; a run config's registered sections come after the core ones."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        out.update(out.pop("sections"))
+    return out
