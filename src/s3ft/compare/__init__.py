@@ -13,6 +13,8 @@ controls), one module per measurement:
 * ``target_nll``: the base model's NLL of each method's training targets (S3FT Fig. 2);
 * ``audit``: a second judge re-judges a seeded sample of the selection decisions;
 * ``seeds``: several run directories (seeds) pooled by a hierarchical bootstrap (seeds, then items);
+* ``contrasts``: every method against SFT (and pairs asked for), paired over items, pooled over seeds,
+  with a verdict read off the CIs;
 * ``report`` / ``plots``: report.md and a self-contained report.html, all from compare.json.
 
 Every paired measurement is kept per item as a ``records.Paired``; its 95% CI resamples items
@@ -35,6 +37,7 @@ from ..progress import console
 from ..tasks import get_task
 from . import meter
 from .audit import judge_audit
+from .contrasts import contrasts_block, parse_contrast
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
 from .lm_eval_bridge import TASKS, evaluate_general, settings_differences
@@ -66,6 +69,8 @@ class CompareOptions:
     audit_seed: int = 0
     cache_dir: str | None = None
     """General-eval cache; default `<out_dir>/cache`."""
+    contrasts: list[str] = field(default_factory=list)
+    """Pairs "A-B" to contrast besides every method against SFT (e.g. "s3ft-ssr")."""
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +119,8 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
     methods = _order({m for r in runs for m in r.methods})
     tasks = list(general.tasks) if general is not None else []
     it, bs = opts.bootstrap_iters, opts.bootstrap_seed
+    for spec in opts.contrasts:  # a misspelt pair fails before any work
+        parse_contrast(spec, methods + list(meter.CONTROLS.values()))
     pairs: dict[str, dict[str, dict[str, Paired]]] = {r.label: {} for r in runs}  # run -> model -> measure
     values: dict[str, dict[str, dict[str, dict]]] = {r.label: {} for r in runs}  # run -> model -> own value
 
@@ -270,6 +277,7 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
                      "in_domain/accuracy": "in-domain accuracy change, method - base (fraction)"},
         "per_run": per_run,
         "pooled": pooled,
+        "contrasts": contrasts_block(pairs, models, opts.contrasts, it, bs),
         "aggregate": aggregate_seeds(per_run, methods, tasks),
         "logprob_histogram": hist,
         "judge_audit": audits,

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from ..strategies import group_counts, source_groups
+from .contrasts import headline
 from .plots import PLOT_TITLES, make_plots
 
 
@@ -194,10 +195,20 @@ def values_table(data: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def md_text(s) -> str:
+    """Text for report.md that stays text: HTML special characters escaped (model-written answers can hold
+    `<script>`), line breaks kept as one line."""
+    return html.escape(str(s), quote=False).replace("\r\n", "\n").replace("\n", " ")
+
+
+def md_cell(s) -> str:
+    """A markdown table cell: `md_text`, and a pipe cannot end the cell early."""
+    return md_text(s).replace("|", "\\|")
+
+
 def md_table(head, rows) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(md_cell, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -210,6 +221,11 @@ def html_table(head, rows) -> str:
 # ----------------------------------------------------------------------------- documents
 
 
+def contrast_items(data: dict) -> list[str]:
+    """One item per contrast: A − B on every measure with its CI, then the verdict sentence."""
+    return [f"{line}. Verdict: {sentence}" for line, sentence in headline(data["contrasts"])]
+
+
 def sections(data: dict) -> list[tuple[str, str, object]]:
     """[(kind, title, payload)]: kind in text/table/plot/list; rendered to md and html alike."""
     out: list[tuple[str, str, object]] = []
@@ -217,6 +233,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
     runs_desc = "; ".join(f"{r['label']} ({', '.join(f'{k}={v}' for k, v in r['seeds'].items())})"
                           for r in data["runs"])
     out.append(("text", "", f"Task **{data['task']}**, model **{data['model']}**. Runs: {runs_desc}."))
+    if data.get("contrasts"):
+        out.append(("list", "At a glance: each method against SFT (paired 95% CIs)", contrast_items(data)))
     out.append(("text", "", "Δ = method − base. CIs are 95% paired bootstrap intervals over the same items "
                 f"({data['bootstrap']['iters']} resamples); in-domain accuracy CIs are Wilson intervals. "
                 "The average drop is the mean over benchmarks of (base − method) in points, as the SSR/S3FT "
@@ -296,7 +314,7 @@ def render_markdown(data: dict, plot_files: dict[str, str]) -> str:
         elif kind == "table":
             lines += [md_table(*payload), ""]
         elif kind == "list":
-            lines += [f"- {x}" for x in payload] + [""]
+            lines += [f"- {md_text(x)}" for x in payload] + [""]
         elif kind == "plot":
             lines += [f"![{title}]({plot_files[payload]})" if payload in plot_files else "_(no data for this plot)_",
                       ""]
