@@ -161,3 +161,101 @@ def test_verdict_without_forgetting_measures_is_unresolved_even_with_a_gain():
     probe_drop = Estimate(-0.1, (-0.2, -0.05), 40)  # lower probe accuracy = more forgetting
     v = verdict("s3ft", "sft", {"in_domain/accuracy": gain, "probe/arc_easy/accuracy": probe_drop})
     assert v.status == "contradicted" and v.more_forgetting == ["probe/arc_easy/accuracy"]
+
+
+# ----------------------------------------------------------------------------- the run's own report
+
+
+@pytest.fixture(scope="module")
+def metered_run(tiny_model_dir, tmp_path_factory):
+    from s3ft.config import load_config
+    from s3ft.pipeline import run_pipeline
+    root = tmp_path_factory.mktemp("runreport")
+    overrides = [f"model.name_or_path={tiny_model_dir}", "model.dtype=float32", f"output_dir={root / 'run'}",
+                 "data.task=arithmetic", "data.train_limit=8", "data.test_limit=8", "methods=[sft, s3ft]",
+                 "generation.max_new_tokens=12", "generation.batch_size=8", "train.epochs=1", "train.batch_size=4",
+                 "train.max_length=256", "forgetting.enabled=true", "forgetting.text_limit=6",
+                 "forgetting.prompts_limit=4", "forgetting.max_new_tokens=12", "forgetting.controls=[]",
+                 "forgetting.benchmarks=[arc_easy]", "forgetting.benchmark_data_dir=builtin",
+                 "forgetting.benchmark_limit=8"]
+    return root / "run", run_pipeline(load_config(None, overrides))
+
+
+def test_run_report_opens_with_each_method_against_sft(metered_run):
+    run, summary = metered_run
+    c = summary["contrasts"]["s3ft-sft"]
+    models = summary["forgetting"]["models"]
+    # the same items as the meter's per-method estimates: the contrast is their difference
+    for key in ("drift/text_nll_delta", "drift/response_kl", "drift/response_nll_delta", "probe/arc_easy/accuracy",
+                "probe/arc_easy/logp_correct"):
+        assert c["measures"][key]["value"] == pytest.approx(models["s3ft"][key]["value"] - models["sft"][key]["value"],
+                                                            abs=1e-9), key
+    ind = c["measures"]["in_domain/accuracy"]
+    assert ind["value"] == pytest.approx(summary["in_domain"]["s3ft"] - summary["in_domain"]["sft"])
+    assert ind["items"] == 8 and c["verdict"]["status"] in ("supported", "contradicted", "unresolved")
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["contrasts"] == json.loads(json.dumps(summary["contrasts"]))
+    lines = (run / "report.md").read_text().splitlines()
+    assert lines[2].startswith("## At a glance: each method against SFT")
+    assert lines[4].startswith("- s3ft − sft: in-domain ") and "Verdict: s3ft vs sft: " in lines[4]
+    assert "arc_easy logp_correct" in lines[4]
+
+
+def test_run_contrasts_read_the_run_directory_item_by_item(metered_run, tmp_path):
+    """The tiny model selects gold for S3FT as for SFT (identical adapters): shift S3FT's drift rows by a known
+    amount and the contrast moves by exactly that."""
+    import shutil
+    from s3ft.compare.run_contrasts import run_contrasts
+    run, summary = metered_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("adapters"))
+    rows = [json.loads(x) for x in (copy / "forgetting" / "drift_s3ft.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["kl"] += 0.25 * r["tokens"] if r["kind"] == "response" else 0.0
+    _jsonl(copy / "forgetting" / "drift_s3ft.jsonl", rows[::-1])
+    before = summary["contrasts"]["s3ft-sft"]["measures"]
+    got = run_contrasts(copy, summary["config"], ["base", "sft", "s3ft"])["s3ft-sft"]
+    assert got["measures"]["drift/response_kl"]["value"] == pytest.approx(
+        before["drift/response_kl"]["value"] + 0.25)
+    assert got["measures"]["drift/text_nll_delta"]["value"] == pytest.approx(before["drift/text_nll_delta"]["value"])
+    assert not any(k.startswith("probe/") for k in got["measures"])  # no model given: the probe is left out
+    assert got["verdict"]["status"] == "contradicted" and got["verdict"]["more_forgetting"] == ["drift/response_kl"]
+
+
+# ----------------------------------------------------------------------------- model text in report.md
+
+
+HOSTILE = "<script>alert('x')</script> | a | b\nsecond line"
+
+
+def test_model_text_is_escaped_in_markdown_tables_and_lists():
+    from s3ft.mdtext import md_table, md_text
+    table = md_table(["model", "answer"], [["s3ft", HOSTILE]])
+    row = table.splitlines()[2]
+    assert "<script>" not in table and "&lt;script&gt;" in row
+    assert row.count(" | ") == 1 and row.startswith("| s3ft | ") and "\\| a \\| b second line" in row
+    assert md_text("a < b & c\r\nd") == "a &lt; b &amp; c d"
+
+
+def test_compare_report_md_escapes_an_answer_in_the_judge_audit(toy):
+    from s3ft.compare.report import render_markdown
+    _, data = toy
+    audit = {"primary_judge": "math", "second_judge": "exact", "seed": 0, "requested": 1, "population": 1, "n": 1,
+             "counts": {"both_accept": 0, "primary_only": 1, "second_only": 0, "both_reject": 0},
+             "agreement": 0.0, "agreement_ci95": [0.0, 0.8], "selected_in_sample": 0, "selected_also_accepted": 0,
+             "disagreements": [{"kind": "answer", "id": "t1", "primary": True, "primary_reason": "ok | fine",
+                                "second": False, "second_reason": "<b>no</b>", "text_tail": HOSTILE}]}
+    md = render_markdown({**data, "judge_audit": {"seed0": audit}}, {})
+    assert "<script>" not in md and "<b>" not in md and "&lt;script&gt;" in md
+    item = next(line for line in md.splitlines() if line.startswith("- answer t1"))
+    assert "second line" in item  # the answer's line break did not end the list item
+
+
+def test_run_report_md_escapes_model_text(metered_run):
+    from s3ft.report import render_markdown
+    _, summary = metered_run
+    s = {**summary, "gold_reasons_by_method": {"s3ft": {HOSTILE: 2}},
+         "task_metrics": {"s3ft": {"note|<i>": "<img src=x onerror=alert(1)>"}}}
+    md = render_markdown(s, summary["in_domain"]["base"])
+    assert "<script>" not in md and "<img" not in md and "<i>" not in md
+    assert "&lt;script&gt;" in md and "note\\|&lt;i&gt;" in md

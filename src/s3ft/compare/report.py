@@ -10,6 +10,7 @@ import base64
 import html
 from pathlib import Path
 
+from ..mdtext import md_table, md_text
 from ..strategies import group_counts, source_groups
 from .contrasts import headline
 from .plots import PLOT_TITLES, make_plots
@@ -193,23 +194,6 @@ def values_table(data: dict) -> tuple[list[str], list[list[str]]]:
             rows.append([m] + [f"{100 * vals[k]['value']:.1f} {ci_pts(vals[k]['ci95'], signed=False)}"
                                if k in vals else "–" for k in keys])
     return head, rows
-
-
-def md_text(s) -> str:
-    """Text for report.md that stays text: HTML special characters escaped (model-written answers can hold
-    `<script>`), line breaks kept as one line."""
-    return html.escape(str(s), quote=False).replace("\r\n", "\n").replace("\n", " ")
-
-
-def md_cell(s) -> str:
-    """A markdown table cell: `md_text`, and a pipe cannot end the cell early."""
-    return md_text(s).replace("|", "\\|")
-
-
-def md_table(head, rows) -> str:
-    lines = ["| " + " | ".join(map(md_cell, head)) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def html_table(head, rows) -> str:
