@@ -259,3 +259,43 @@ def test_run_report_md_escapes_model_text(metered_run):
     md = render_markdown(s, summary["in_domain"]["base"])
     assert "<script>" not in md and "<img" not in md and "<i>" not in md
     assert "&lt;script&gt;" in md and "note\\|&lt;i&gt;" in md
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _boxes(fig):
+    renderer = fig.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for ax in fig.axes for t in ax.texts]
+
+
+def test_crowded_gain_vs_forgetting_labels_hide_no_point_and_no_other_label():
+    from s3ft.compare.plots import gain_vs_forgetting_figure
+    est = lambda v, w=0.01: {"value": v, "ci95": [v - w, v + w], "items": 40, "seeds": 1}  # noqa: E731
+    # sft and ssr at the very same place (the overprint seen in a real report), the rest a hair apart
+    spots = {"base": (0.0, None), "sft": (0.10, 0.05), "ssr": (0.10, 0.05), "sdft": (0.101, 0.051),
+             "s3ft": (0.099, 0.049), "control-untrained": (0.0005, None), "control-planted": (0.102, None)}
+    pooled = {m: {"drift/response_kl": est(x), "drift/text_nll_delta": est(x / 2),
+                  **({"in_domain/accuracy": est(y)} if y is not None else {})} for m, (x, y) in spots.items()}
+    fig = gain_vs_forgetting_figure({"pooled": pooled})
+    fig.tight_layout()  # as the PNG is saved: the layout does not move the labels onto each other
+    boxes = _boxes(fig)
+    assert sorted(t for t, _ in boxes) == sorted(list(spots) * 2)
+    for ax in fig.axes:
+        texts = [(t.get_text(), t.get_window_extent(fig.canvas.get_renderer())) for t in ax.texts]
+        points = [ax.transData.transform((t.xy[0], t.xy[1])) for t in ax.texts]
+        for i, (name, box) in enumerate(texts):
+            for other, box2 in texts[i + 1:]:
+                assert not box.overlaps(box2), (name, other)
+            for px, py in points:
+                assert not box.contains(px, py), (name, px, py)
+
+
+def test_no_general_benchmarks_no_average_drop_plot_and_no_link_to_it(toy):
+    root, data = toy
+    from s3ft.compare.plots import make_plots
+    assert "tradeoff" not in make_plots(data)
+    assert not (root / "out" / "plots" / "tradeoff.png").exists()
+    md = (root / "out" / "report.md").read_text()
+    assert "average general drop" not in md and "no data for this plot" not in md
+    assert "plots/gain_vs_forgetting.png" in md

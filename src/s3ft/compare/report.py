@@ -291,6 +291,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
 def render_markdown(data: dict, plot_files: dict[str, str]) -> str:
     lines = [f"# s3ft compare: {data['task']} with {data['model']}", ""]
     for kind, title, payload in sections(data):
+        if kind == "plot" and payload not in plot_files:
+            continue  # a plot with no data is neither drawn nor linked
         if title:
             lines += [f"## {title}", ""]
         if kind == "text":
@@ -300,8 +302,7 @@ def render_markdown(data: dict, plot_files: dict[str, str]) -> str:
         elif kind == "list":
             lines += [f"- {md_text(x)}" for x in payload] + [""]
         elif kind == "plot":
-            lines += [f"![{title}]({plot_files[payload]})" if payload in plot_files else "_(no data for this plot)_",
-                      ""]
+            lines += [f"![{title}]({plot_files[payload]})", ""]
     return "\n".join(lines)
 
 
