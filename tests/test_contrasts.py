@@ -299,3 +299,34 @@ def test_no_general_benchmarks_no_average_drop_plot_and_no_link_to_it(toy):
     md = (root / "out" / "report.md").read_text()
     assert "average general drop" not in md and "no data for this plot" not in md
     assert "plots/gain_vs_forgetting.png" in md
+
+
+# ----------------------------------------------------------------------------- the default judge audit
+
+
+def test_default_audit_is_said_to_be_absent_when_no_second_judge_grades_worked_answers(toy, tmp_path):
+    root, _ = toy  # arithmetic: graded by `math`, whose worked answers `exact` would reject wholesale
+    data = compare([root / "seed0"], None, tmp_path / "out", CompareOptions(nll=False, bootstrap_iters=200),
+                   progress=lambda m: None)
+    assert data["judge_audit"] == {}
+    why = data["judge_audit_skipped"]["seed0"]
+    assert why.startswith("No judge audit") and "--audit-judge llm" in why and "`math`" in why
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Judge audit" in md and "No judge audit" in md
+
+
+def test_default_audit_judge_of_an_exact_task_accepts_a_worked_answer(tmp_path):
+    from s3ft.compare.audit import audit_judge_for
+    from s3ft.compare.runs import RunDir
+    from s3ft.judges import get_judge
+    for split in ("train", "test"):
+        _jsonl(tmp_path / f"{split}.jsonl", [{"question": "What is 5 + 7?", "answer": "12"}])
+    data = {"task": "jsonl", "task_args": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl"),
+                                           "judge": "exact"}}
+    run = RunDir(tmp_path, {"data": data, "model": {"name_or_path": "toy"}}, "r", ["base"])
+    name, why = audit_judge_for(run, "auto")
+    assert (name, why) == ("math", None)
+    example, worked = {"gold": "12", "meta": {"answer": "12"}}, "5 + 7 = 12.\nThe answer is 12."
+    assert get_judge(name).judge([example], [worked])[0].correct
+    assert not get_judge("exact").judge([example], [worked])[0].correct  # what the old default did
+    assert audit_judge_for(run, "exact") == ("exact", None)  # asked for by name: used as asked

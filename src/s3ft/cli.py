@@ -174,7 +174,9 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (sa
             max_gen_toks: Optional[int] = typer.Option(None, "--max-gen-toks", help="Token cap of generative "
                                                        "benchmarks (gsm8k, ifeval); default: lm-eval's."),
             audit_judge: str = typer.Option("auto", "--audit-judge",
-                                            help="Second judge for the audit (a registered judge; 'none' to skip)."),
+                                            help="Second judge for the audit: a registered judge; 'none' to skip; "
+                                            "'auto': one that grades the task's answers another way, or no audit "
+                                            "(the report says why) where none is registered."),
             audit_size: int = typer.Option(50, "--audit-size", help="Rows re-judged by the audit."),
             no_nll: bool = typer.Option(False, "--no-nll", help="Skip the target-NLL statistic and histogram."),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Do not read the runs' forgetting meter."),

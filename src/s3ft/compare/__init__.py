@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..artifacts import write_json
-from ..config import DataConfig, ForgettingConfig, ModelConfig
+from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
 from ..progress import console
-from ..tasks import get_task
 from . import meter
-from .audit import judge_audit
+from .audit import audit_judge_for, judge_audit
 from .contrasts import contrasts_block, parse_contrast
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
@@ -64,7 +63,8 @@ class CompareOptions:
     controls: bool = True
     """Run the general benchmarks on the meter's control adapters too."""
     audit_judge: str | None = "auto"
-    """Second judge for the audit; "auto": `exact` unless the task's judge is `exact` (then `math`); None: no audit."""
+    """Second judge for the audit; "auto": one that grades the task's answers another way (`audit.SECOND_OPINIONS`),
+    or no audit, said so in the report, where none is registered; None: no audit."""
     audit_size: int = 50
     audit_seed: int = 0
     cache_dir: str | None = None
@@ -164,14 +164,14 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
 
     # judge audit
     t0 = time.time()
-    audits = {}
+    audits, no_audit = {}, {}
     if opts.audit_judge:
         for run in runs:
-            name = opts.audit_judge
-            if name == "auto":
-                primary = get_task(DataConfig(**run.config["data"])).judge
-                name = "math" if primary == "exact" else "exact"
-            if (run.path / "answers_verdicts.jsonl").is_file():
+            name, why = audit_judge_for(run, opts.audit_judge)
+            if name is None:
+                no_audit[run.label] = why
+                say(f"{run.label}: {why}")
+            elif (run.path / "answers_verdicts.jsonl").is_file():
                 audits[run.label] = judge_audit(run, name, opts.audit_size, opts.audit_seed)
                 a = audits[run.label]
                 rate = "n/a" if a["agreement"] is None else f"{a['agreement']:.2f}"
@@ -281,6 +281,7 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
         "aggregate": aggregate_seeds(per_run, methods, tasks),
         "logprob_histogram": hist,
         "judge_audit": audits,
+        "judge_audit_skipped": no_audit,
         "timings": timings,
     }
     t0 = time.time()

@@ -261,6 +261,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
                     "base model, teacher-forced with the chat template as TRL trains (prompt with generation "
                     "prompt; completion = target + end-of-turn)."))
         out.append(("table", "", (head, rows)))
+    for why in dict.fromkeys((data.get("judge_audit_skipped") or {}).values()):  # once, however many runs
+        out.append(("text", "Judge audit", why))
     head, rows = audit_table(data)
     if rows:
         out.append(("text", "Judge audit", "A second judge re-judges a seeded sample of the selection decisions "
