@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import S3FTError
-from .records import Estimate, Paired
+from ..forgetting.records import Estimate, Paired
 
 REFERENCE = "sft"
 IN_DOMAIN = "in_domain/accuracy"

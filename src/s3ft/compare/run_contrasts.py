@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ForgettingConfig, ModelConfig
-from . import meter
+from ..forgetting import meter
 from .contrasts import contrasts_block, default_pairs
 from .in_domain import in_domain_scores
-from .records import Paired
+from ..forgetting.records import Paired
 from .runs import RunDir
 
 
