@@ -169,8 +169,9 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
         for run in runs:
             name, why = audit_judge_for(run, opts.audit_judge)
             if name is None:
+                if why not in no_audit.values():  # the same reason for every run: said once
+                    say(why)
                 no_audit[run.label] = why
-                say(f"{run.label}: {why}")
             elif (run.path / "answers_verdicts.jsonl").is_file():
                 audits[run.label] = judge_audit(run, name, opts.audit_size, opts.audit_seed)
                 a = audits[run.label]
