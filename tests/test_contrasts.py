@@ -127,7 +127,8 @@ def test_report_and_cli_open_with_the_contrasts(toy, tmp_path):
     first_heading = next(i for i, line in enumerate(lines) if line.startswith("## "))
     assert lines[first_heading].startswith("## At a glance: each method against SFT")
     item = next(line for line in lines if line.startswith("- s3ft − sft"))
-    assert "in-domain +25.0 pts [" in item and "response KL -0.150 [" in item and "Verdict: s3ft vs sft: supported" in item
+    assert "in-domain +25.0 pts [" in item and "response KL -0.150 [" in item
+    assert "Verdict: s3ft vs sft: supported" in item
     page = (root / "out" / "report.html").read_text()
     assert page.index("At a glance") < page.index("<table>") and "s3ft − sft: in-domain +25.0 pts" in page
     result = CliRunner().invoke(app, ["compare", str(root / "seed0"), "--no-general", "--no-nll", "--audit-judge",
@@ -330,3 +331,10 @@ def test_default_audit_judge_of_an_exact_task_accepts_a_worked_answer(tmp_path):
     assert get_judge(name).judge([example], [worked])[0].correct
     assert not get_judge("exact").judge([example], [worked])[0].correct  # what the old default did
     assert audit_judge_for(run, "exact") == ("exact", None)  # asked for by name: used as asked
+
+
+def test_run_report_without_sft_says_there_is_nothing_to_contrast(metered_run):
+    from s3ft.report import render_markdown
+    _, summary = metered_run
+    md = render_markdown({**summary, "contrasts": {}}, summary["in_domain"]["base"])
+    assert "At a glance" not in md and "this run has no `sft`" in md.splitlines()[2]

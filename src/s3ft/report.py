@@ -73,6 +73,9 @@ def mix_table(mixes: dict[str, dict[str, int]]) -> tuple[list[str], list[list[in
 
 def render_markdown(s: dict, base: float | None) -> str:
     lines = [f"# s3ft run: {md_text(s['task'])} with {md_text(s['model'])}", ""]
+    if not s.get("contrasts") and len(s["in_domain"]) > 1:
+        lines += ["No method is compared with SFT: this run has no `sft` (add it to `methods` for the "
+                  "method-vs-SFT headline).", ""]
     if s.get("contrasts"):
         lines += ["## At a glance: each method against SFT (paired 95% CIs)", ""]
         lines += [f"- {md_text(line)}. Verdict: {md_text(sentence)}" for line, sentence in headline(s["contrasts"])]

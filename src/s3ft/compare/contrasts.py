@@ -140,7 +140,8 @@ def verdict(a: str, b: str, measures: dict[str, Estimate]) -> Verdict:
     if more:
         forget, status = f"{a} forgets more than {b} on {names(more)}", "contradicted"
     elif measures.keys() - {IN_DOMAIN}:
-        forget = f"no measure shows {a} forgetting more than {b}" + (f"; it forgets less on {names(less)}" if less else "")
+        forget = f"no measure shows {a} forgetting more than {b}"
+        forget += f"; it forgets less on {names(less)}" if less else ""
     else:
         forget = "forgetting not measured"
         status = "contradicted" if status == "contradicted" else "unresolved"
