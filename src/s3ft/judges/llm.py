@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from ..artifacts import disk_full_is_an_error
 from ..backends import GenRequest, backend_names, get_backend
 from ..backends.openai_compat import resolve_endpoint
 from ..config import EndpointConfig, GenerationConfig, JudgeConfig, ModelConfig
@@ -118,7 +119,8 @@ class VerdictCache:
         self.rows[key] = row
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:  # one write per line: safe for several writers
+            with disk_full_is_an_error(self.path), \
+                    self.path.open("a", encoding="utf-8") as f:  # one write per line: safe for several writers
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
