@@ -122,6 +122,7 @@ def _bwrap_has_size() -> bool:  # --size arrived in bubblewrap 0.7
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def _visible_paths() -> list[str]:
     """What a program sees of the host under bwrap, read-only: the system's directories and the
     Python that runs it. Home directories, /tmp, /work, /mnt... are not there at all."""
@@ -355,19 +356,21 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=fix_and_retry)
 
 
-def _ready(channel: code_rpc.Channel, code: str) -> str | None:
-    """Send the program; None once it has run to its end, else why it failed."""
-    channel.send((code,))
+def _ready(channel: code_rpc.Channel, code: str, wanted: tuple[str, ...]):
+    """Send the program; (None, the values of `wanted` it defined) once it has run to its end,
+    else (why it failed, None)."""
+    channel.send((code, wanted))
     reply = channel.receive()
-    if reply == ("ready",):
-        return None
-    if type(reply) is tuple and reply[:1] == ("exit",):
-        return "exited before tests finished: sys.exit() while loading"
-    if type(reply) is tuple and reply[:1] == ("syntax",) and len(reply) == 2 and type(reply[1]) is int:
-        return f"syntax error (program.py line {reply[1]})"
-    if type(reply) is tuple and reply[:1] == ("raise",) and len(reply) == 4:
-        return _program_failure(code_rpc.program_exception(str(reply[1]), reply[2] if type(reply[2]) is int
-                                                           else 0, str(reply[3])), " while loading")
+    kind = reply[0] if type(reply) is tuple and reply else None
+    if kind == "ready" and len(reply) == 2:
+        return None, reply[1]
+    if kind == "exit":
+        return "exited before tests finished: sys.exit() while loading", None
+    if kind == "syntax" and len(reply) == 2 and type(reply[1]) is int:
+        return f"syntax error (program.py line {reply[1]})", None
+    if kind == "raise" and len(reply) == 4:
+        line = reply[2] if type(reply[2]) is int else 0
+        return _program_failure(code_rpc.program_exception(str(reply[1]), line, str(reply[3])), " while loading"), None
     raise code_rpc.ProtocolError
 
 
@@ -383,18 +386,18 @@ def _tests_line(tb) -> int:
 def _evaluate(channel: code_rpc.Channel, code: str, tests: tuple[str, ...]) -> tuple[bool, str]:
     """Run the program, then its tests here, on plain data. Raises Deadline, ChildGone,
     ProtocolError or TooMuchOutput when the child's answers end or break the protocol."""
-    failed = _ready(channel, code)
+    try:
+        tree = ast.parse("\n".join(tests) + "\n", "tests.py")
+        compiled = compile(tree, "tests.py", "exec")
+    except (SyntaxError, ValueError) as e:
+        return False, f"judge error: the tests do not compile ({type(e).__name__}: {e})"
+    wanted = code_rpc.names_used(tree)
+    failed, values = _ready(channel, code, wanted)
     if failed is not None:
         return False, failed
     if not tests:
         return True, "passed"
-    source = "\n".join(tests) + "\n"
-    try:
-        tree = ast.parse(source, "tests.py")
-        compiled = compile(tree, "tests.py", "exec")
-    except (SyntaxError, ValueError) as e:
-        return False, f"judge error: the tests do not compile ({type(e).__name__}: {e})"
-    namespace = code_rpc.bind_names(channel, tree)
+    namespace = code_rpc.bind_names(channel, wanted, values)
     try:
         exec(compiled, namespace)
     except (code_rpc.Deadline, code_rpc.ChildGone, code_rpc.ProtocolError, code_rpc.TooMuchOutput):

@@ -225,15 +225,18 @@ def _write_back(old, new) -> None:
         old.update(new)
 
 
-def bind_names(channel: Channel, tests_tree: ast.AST) -> dict:
+def names_used(tests_tree: ast.AST) -> tuple[str, ...]:
+    """Every name the tests read: the ones the child is asked for once the code has run."""
+    return tuple(sorted({n.id for n in ast.walk(tests_tree) if isinstance(n, ast.Name)}))
+
+
+def bind_names(channel: Channel, wanted: tuple[str, ...], values) -> dict:
     """The tests' namespace: each name they use that the program defines, as plain data or a
     Remote; a module the program imported is imported here too when it is in the stdlib."""
-    wanted = sorted({n.id for n in ast.walk(tests_tree) if isinstance(n, ast.Name)})
-    reply = channel.request(("names", tuple(wanted)))
-    if type(reply) is not tuple or not reply or reply[0] != "names" or len(reply) % 2 != 1:
+    if type(values) is not tuple or len(values) % 2:
         raise ProtocolError
     namespace = {"__name__": "__main__", "__builtins__": builtins}
-    for name, value in zip(reply[1::2], reply[2::2]):
+    for name, value in zip(values[::2], values[1::2]):
         if name not in wanted:
             raise ProtocolError
         if type(value) is tuple and len(value) == 2 and value[0] == "m":

@@ -4,9 +4,10 @@ The judge (`s3ft.judges.code_exec`) executes this file as `python -I sandbox_chi
 inside bubblewrap (or unshare, when asked for), with /dev/null on stdin. Messages both ways are
 framed as a 4-byte big-endian length and a payload.
 
-1. The judge sends ``marshal((code,))``; the child runs the code as ``__main__`` behind the
-   prelude of `guard()` and replies ``("ready",)``, or how the code ended (`_ended`).
-2. The judge then sends requests (`serve`): the values of names, calls of the program's functions,
+1. The judge sends ``marshal((code, names))``; the child runs the code as ``__main__`` behind the
+   prelude of `guard()` and replies ``("ready", (name, value, ...))`` with the values of those of
+   `names` (the ones the tests use) that the code defined, or how the code ended (`_ended`).
+2. The judge then sends requests (`serve`): calls of the program's functions,
    attribute reads and writes on the program's objects, iteration. Each reply carries values only
    as plain data: a value whose type is exactly a builtin one (None, bool, int, float, complex,
    str, bytes, list, tuple, dict, set, frozenset; and a few stdlib containers by exact type,
@@ -232,10 +233,7 @@ def serve(codec, namespace, read, reply):
             return
         op, args = request[0], request[1:]
         try:
-            if op == "names":
-                out = "('names',%s)" % "".join(
-                    "%s,%s," % (str.__repr__(n), describe(codec, namespace[n])) for n in args[0] if n in namespace)
-            elif op == "call":
+            if op == "call":
                 fn, pos, kw = codec.decode(args[0]), codec.decode(args[1]), codec.decode(args[2])
                 result = fn(*pos, **kw)
                 changed = "".join("%d,%s," % (i, codec.encode(a)) for i, a in enumerate(pos)
@@ -260,6 +258,12 @@ def serve(codec, namespace, read, reply):
         except BaseException as e:
             out = _failure(e)
         reply(out.encode("utf-8", "surrogatepass"))
+
+
+def names(codec, namespace, wanted):
+    """"(name, value, ...)" for the names in `wanted` that `namespace` defines."""
+    return "(%s)" % "".join("%s,%s," % (str.__repr__(n), describe(codec, namespace[n]))
+                            for n in wanted if type(n) is str and n in namespace)
 
 
 def describe(codec, value):
@@ -289,7 +293,7 @@ def main():
         data = len(payload).to_bytes(4, "big") + payload
         while data:
             data = data[write(reply_fd, data):]
-    (code,) = read()
+    code, wanted = read()
     mod = types.ModuleType("__main__")
     mod.__file__ = "program.py"
     sys.modules["__main__"] = mod
@@ -302,7 +306,7 @@ def main():
             raise
         guard()
         exec(compiled, mod.__dict__)
-        outcome = "('ready',)"
+        outcome = "('ready',%s)" % names(codec, mod.__dict__, wanted)
     except BaseException as e:
         outcome = _ended(e)
     try:  # the judge may end the process as soon as it has its answers
@@ -311,7 +315,7 @@ def main():
     except BaseException:
         pass
     reply(outcome.encode("utf-8", "surrogatepass"))
-    if outcome == "('ready',)":
+    if outcome.startswith("('ready',"):
         serve(codec, mod.__dict__, read, reply)
     try:
         sys.stdout.flush()
