@@ -94,11 +94,13 @@ class RSSMonitor:
 
 # --- predicting the peak of training ------------------------------------------------------------------
 # What TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`) holds at once: token x vocabulary tiles
-# of at most 4096 x 32768 logits, in fp32. On CPU the tile is folded with torch ops, whose temporaries
-# (scaled logits, exponentials, their product, the gradient's terms) make ~8 tiles live in the backward;
-# on GPU a Triton kernel folds the tile in place.
+# of at most 4096 x 32768 logits, in fp32. On GPU a Triton kernel folds each tile in place (~2 tiles live).
+# On CPU the tiles are folded with torch ops; measured on Qwen2.5-0.5B (docs/memory.md), the step's peak
+# RSS grows by about 5.5 vocabulary-wide fp32 rows per token of the micro-batch (4096 at most): the
+# temporaries of every vocabulary tile and the pages glibc keeps after freeing them.
 LOGIT_TILE_TOKENS, LOGIT_TILE_VOCAB = 4096, 32768
-TILES_LIVE = {"cpu": 8, "gpu": 2}
+TILES_LIVE = {"gpu": 2}
+CPU_VOCAB_ROWS_LIVE = 5.5
 RUNTIME_GIB = 0.35
 """torch, tokenizer, datasets and the Python heap around training: measured ~0.3 GiB on CPU."""
 CPU_BUDGET_SHARE = 0.25
@@ -183,7 +185,8 @@ class TrainPeak:
     activations: int
     """What the backward pass needs from the micro-batch's forward pass."""
     logits_chunk: int
-    """The fused LM head's live logits tiles."""
+    """The LM head's live logits: the fused head's tiles (GPU), its vocabulary-wide temporaries (CPU), or
+    whole logits (opsd)."""
     runtime: int
     """torch, tokenizer, datasets and the Python heap around training."""
 
@@ -211,8 +214,10 @@ def train_peak_bytes(shape: ModelShape, *, tokens: int, seq_len: int, weight_ele
     per_token = activation_bytes_per_token(shape, seq_len, act_elem, lora_dropout)
     if checkpointing:  # each layer's input is kept; one layer's activations are rebuilt at a time
         per_token = shape.layers * shape.hidden * act_elem + per_token // shape.layers
-    live = TILES_LIVE["gpu" if device.startswith("cuda") else "cpu"]
-    logits = live * min(tokens, LOGIT_TILE_TOKENS) * min(shape.vocab, LOGIT_TILE_VOCAB) * 4
+    if device.startswith("cuda"):
+        logits = TILES_LIVE["gpu"] * min(tokens, LOGIT_TILE_TOKENS) * min(shape.vocab, LOGIT_TILE_VOCAB) * 4
+    else:
+        logits = int(CPU_VOCAB_ROWS_LIVE * min(tokens, LOGIT_TILE_TOKENS) * shape.vocab * 4)
     if full_logits_tokens:
         logits = FULL_LOGITS_LIVE * full_logits_tokens * shape.vocab * 4
     return TrainPeak(weights=shape.params * weight_elem, optimizer=trainable * 4 * 3, activations=tokens * per_token,
