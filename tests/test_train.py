@@ -236,7 +236,9 @@ def test_report_to_tensorboard_writes_the_training_loss_to_event_files_offline(t
 
 # Peaks measured with bench/train_memory.py on configs/gsm8k-qwen05b.yaml (Qwen2.5-Coder-0.5B, fp32 CPU,
 # 2-core VM; docs/memory.md): (tokens per row, micro-batch, checkpointing, measured peak GiB).
-QWEN05B_MEASURED = [(225, 2, False, 5.69), (646, 2, True, 7.23), (1024, 1, True, 6.05)]
+# Not here: 64-token answers (205 tokens, micro-batch 2, 4.70 GiB after only 2 micro-steps), over-predicted
+# by 19% (5.59): the model is fitted to peaks after more micro-steps, which hold more of the allocator's pages.
+QWEN05B_MEASURED = [(225, 2, False, 5.69), (646, 2, True, 7.23), (1024, 1, True, 6.05), (646, 1, True, 5.00)]
 
 
 def _qwen05b_shape():
