@@ -25,7 +25,7 @@ this file's own folder (s3ft/judges, whose `code.py` would shadow the stdlib's) 
 start-up time. Tests import it to reach its functions; importing it runs nothing.
 """
 
-import builtins, gc, marshal, os, posix, sys, types
+import builtins, marshal, os, posix, sys, types
 
 _MAX_DEPTH = 60  # deeper values go out as handles; the judge's literal parser allows ~200 brackets
 _MAX_ITEMS = 1_000_000  # iteration of a handle stops here
