@@ -16,7 +16,7 @@ from .checks import load_checked_config
 from .cost import estimate, format_estimate
 from .errors import S3FTError
 from .judges import get_judge, judge_names
-from .methods import OWN_TRAINER
+from .methods import METHODS
 from .pipeline import run_pipeline
 from .strategies import STRATEGIES
 from .sweep import parse_seeds, run_sweep
@@ -218,7 +218,7 @@ def tasks():
     typer.echo("tasks:      " + ", ".join(task_names()))
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
-    typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")
+    typer.echo("methods:    " + ", ".join([*STRATEGIES, *METHODS]) + " (strategies, and methods with their own trainer)")
     typer.echo("backends:   " + ", ".join(backend_names()))
 
 

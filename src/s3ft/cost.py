@@ -57,21 +57,19 @@ from .forgetting import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError
-from .judges import get_judge, judge_args, judge_generations, judge_names
+from .judges import get_judge, judge_args, judge_class, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
 from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
 from .plan import GenStage, Plan, plan
 from .progress import console
 from .train import build_trainer, memory_plan, sequence_lengths
-from .strategies import needs_paraphrase
+from .strategies import STRATEGIES, needs_paraphrase
 from .tasks import get_task
 
 PROBE_BATCH = 16
 PROBE_STEPS = 16
 PROBE_ROWS = 8
 PROBE_TRAIN_STEPS = 3
-UNTIMED_JUDGES = {"llm": "each call is a generation of up to {n} tokens (not timed)",
-                  "code": "runs each program in a sandbox with a timeout (not timed)"}
 
 
 def _lengths(tok, texts: list[str]) -> list[int]:
@@ -228,12 +226,12 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
 
     calls = len(answers.requests) + len(para_stage.requests) + sum(len(s.requests) for s in p.evals.values())
     calls += len(samples.requests) if samples is not None else 0
-    untimed = UNTIMED_JUDGES.get(judge)
+    untimed = judge_class(judge).cost_note
     judge_new = getattr(judge_args(judge, cfg.judge), "max_new_tokens", None)  # a judge that generates
     stages["judge"] = {"rows": calls, "judge": judge, "est_s": 0.0 if measured and not untimed else None,
                        "note": untimed.format(n=judge_new) if untimed
                        else "matches answers as strings or numbers: negligible"}
-    if judge == "llm":
+    if judge_new is not None:
         stages["judge"]["output_tokens_max"] = calls * judge_new
 
     t = cfg.train
@@ -316,6 +314,18 @@ def _shape(cfg: RunConfig, path: str) -> tuple[ModelShape | None, int]:
         return None, 4
 
 
+def _target_shares(method: str, p: float, q: float) -> tuple[float, float]:
+    """(own answer, paraphrase) shares of a method's targets from what its strategy needs, given the shares
+    p of answers and q of paraphrases the judge accepts: own answers where accepted, then paraphrases of
+    the rest (`failed_rows`) or of every row (`every_row`), else gold. A method with its own trainer: (0, 0)."""
+    strategy = STRATEGIES.get(method)
+    if strategy is None:
+        return 0.0, 0.0
+    a = p if strategy.needs.own_answer else 0.0
+    b = {"none": 0.0, "failed_rows": (1 - a) * q, "every_row": q}[strategy.needs.paraphrase]
+    return a, b
+
+
 def _expected_lengths(cfg: RunConfig, probe: dict | None, gold_train: list[int], gold_test: list[int],
                       max_new: int, eval_new: int) -> dict:
     """Per-row output lengths to expect per stage: the probe's where it ran, else the gold answers' (a proxy).
@@ -335,10 +345,9 @@ def _expected_lengths(cfg: RunConfig, probe: dict | None, gold_train: list[int],
     para = g.get("paraphrase_tokens") or cap(gold_train, max_new)
     para_target = [n + g.get("prefill_tokens", 0) for n in para]
     p, q = g["answer_accepted"], g.get("paraphrase_accepted", 0.0)
-    shares = {"sft": (0.0, 0.0), "ssr": (p, 0.0), "s3ft": (p, (1 - p) * q), "sdft": (0.0, q)}
 
     def mix(method: str, gold: list[int]) -> list[int]:
-        a, b = shares.get(method, (0.0, 0.0))
+        a, b = _target_shares(method, p, q)
         own_i, para_i = _cycled(own, len(gold)), _cycled(para_target, len(gold))
         return [round(a * o + b * r + (1 - a - b) * n) for o, r, n in zip(own_i, para_i, gold)]
     w = _trained_share(cfg, len(gold_train))
@@ -493,7 +502,7 @@ def _probe_generate(backend, task, judge: str, cfg: RunConfig, rows: list, reque
     gens = [done[r.id] for r in requests]
     tokens = [g.completion_tokens for g in gens]
     accepted = 0.0
-    if judge not in UNTIMED_JUDGES:  # cheap judges only: no sandboxed programs or judge model in a dry run
+    if judge_class(judge).cost_note is None:  # cheap judges only: no sandboxed programs or judge model in a dry run
         verdicts = judge_generations(get_judge(judge, None, **cfg.judge.options()), [e.to_dict() for e in rows],
                                      [{"text": prefill + g.text, "finish_reason": g.finish_reason} for g in gens])
         accepted = sum(v.correct for v in verdicts) / len(verdicts)

@@ -30,7 +30,7 @@ from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import JudgeContext, get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
-from .methods import opsd
+from .methods import get_method
 from .models import check_model, materialize
 from .plan import STAGES, GenStage, Plan, eval_stage, plan, requests_key
 from .progress import console, progress_bar
@@ -333,8 +333,9 @@ def stage_paraphrases(run: Run, p: Plan, answer_verdicts: dict) -> tuple[dict, d
 def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
                  paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
-    if method == opsd.METHOD:  # no target chosen: the prompts for sampling and scoring, from the data alone
-        rows, stats = opsd.select_rows(run.task, train, run.cfg.opsd)
+    own = get_method(method)
+    if own:  # its own trainer: no target chosen, the rows its trainer reads, from the data alone
+        rows, stats = own.select(run.task, train, getattr(run.cfg, method))
         _write_selection(run, method, rows, stats)
         return rows, stats, fingerprint([method, fingerprint(rows)])
     strategy = get_strategy(method)
@@ -386,8 +387,9 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     train_cfg = train_cfg or run.cfg.train
     out = run.dir / "adapters" / method
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
-    if method == opsd.METHOD:
-        inputs["opsd"] = to_dict(run.cfg.opsd)
+    own = get_method(method)
+    if own:
+        inputs[method] = to_dict(getattr(run.cfg, method))
     meta_path = out / "train_meta.json"
     fp = fingerprint(inputs)
 
@@ -409,22 +411,23 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     if dist.on_main(trained):
         meta = json.loads(meta_path.read_text())
         run._cost(f"train:{method}", StageCost(**meta.get("cost", {})), reused=True)
-        run.cost[f"train:{method}"].update(opsd.sampling_cost(meta.get("stats", {})))
+        if own:
+            run.cost[f"train:{method}"].update(own.sampling_cost(meta.get("stats", {})))
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     with RSSMonitor() as mem:
-        if method == opsd.METHOD:
-            from .methods.opsd.trainer import train as train_opsd  # TRL's experimental trainer: loaded when used
-            stats = train_opsd(run.model_path, run.cfg.model, train_cfg, run.cfg.opsd, rows, out)
+        if own:
+            stats = own.trainer()(run.model_path, run.cfg.model, train_cfg, getattr(run.cfg, method), rows, out)
         else:
             stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
-        run.cost[f"train:{method}"].update(opsd.sampling_cost(stats))
+        if own:
+            run.cost[f"train:{method}"].update(own.sampling_cost(stats))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them

@@ -6,9 +6,9 @@ from rich.table import Table
 
 from .artifacts import write_json
 from .config import to_dict
-from .methods.opsd.cost import cost_lines
+from .methods import METHODS
 from .progress import console
-from .strategies import group_counts, source_groups
+from .strategies import STRATEGIES, group_counts, source_groups
 
 
 def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None,
@@ -22,7 +22,7 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "in_domain_ci95": {m: r["ci95"] for m, r in results.items()},
         "in_domain_n": {m: r["n"] for m, r in results.items()},
         "task_metrics": {m: _flat(r.get("task_metrics", {})) for m, r in results.items() if r.get("task_metrics")},
-        "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
+        "target_mix": _mix(select_stats[_headline(select_stats)] if select_stats else {}),
         "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
         "answer_formats_by_method": {m: s["answer_formats_by_source"] for m, s in select_stats.items()
@@ -48,6 +48,12 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def _headline(select_stats: dict) -> str:
+    """The method whose target mix heads the summary: the first of those whose strategy declares the most
+    sources (the one that mixes own answers, paraphrases and gold, where the run has it)."""
+    return max(select_stats, key=lambda m: len(STRATEGIES[m].sources) if m in STRATEGIES else 0)
 
 
 def _mix(stats: dict) -> dict:
@@ -107,7 +113,7 @@ def render_markdown(s: dict, base: float | None) -> str:
     lines.append("\nEach stage's cost is what making its artifact took, over every invocation that worked on it; "
                  "reused: finished by an earlier one.")
     lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.")
-    lines += cost_lines(s["cost"]["stages"])
+    lines += [line for name, m in METHODS.items() for line in m.cost_lines(s["cost"]["stages"], name)]
     if s.get("estimate"):
         e = s["estimate"]
         lines += ["", f"## Estimated vs actual ({e['source']})", "",

@@ -41,7 +41,7 @@ from .audit import judge_audit
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
 from .report import write_reports
-from .runs import METHOD_ORDER, RunDir, load_run, load_runs, model_path_of
+from .runs import RunDir, method_order, load_run, load_runs, model_path_of
 from .seeds import aggregate_seeds
 from .target_nll import logprob_histogram_data, target_nll
 
@@ -70,7 +70,7 @@ class CompareOptions:
 
 
 def _order(labels) -> list[str]:
-    order = METHOD_ORDER + list(meter.CONTROLS.values())
+    order = method_order() + list(meter.CONTROLS.values())
     return sorted(labels, key=lambda m: (m in meter.CONTROLS.values(), order.index(m) if m in order else 99, m))
 
 

@@ -8,9 +8,17 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import S3FTError
+from ..methods import METHODS
 from ..models import materialize
+from ..strategies import STRATEGIES
 
-METHOD_ORDER = ["base", "sft", "sdft", "ssr", "s3ft", "opsd"]
+
+
+def method_order() -> list[str]:
+    """base, then the strategies and the methods with their own trainer, in registration order."""
+    return ["base", *STRATEGIES, *METHODS]
+
+
 # Fields that must agree between run directories compared together (a different seed is fine).
 IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args")]
 IDENTITY_FIELDS += [("forgetting", k) for k in ("text_file", "text_limit", "text_max_tokens", "prompts_file",
@@ -54,7 +62,7 @@ def load_run(path: str | Path) -> RunDir:
                         f"(eval/{missing[0]}.metrics.json missing); finish the run first (`s3ft evaluate`)")
     if "base" not in wanted:
         raise S3FTError(f"{path}: the base model was not evaluated (eval.base: false); nothing to compare against")
-    methods = sorted(dict.fromkeys(wanted), key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    methods = sorted(dict.fromkeys(wanted), key=lambda m: (method_order().index(m) if m in method_order() else 99, m))
     return RunDir(path, config, path.name, methods)
 
 

@@ -77,6 +77,7 @@ class CodeJudgeArgs:
 @register_judge("code", args=CodeJudgeArgs)
 class CodeJudge(Judge):
     version = 2  # 2: asserts compare exact builtin values (verdicts of lying __eq__ objects changed)
+    cost_note = "runs each program in a sandbox with a timeout (not timed)"
 
     def __init__(self, allow: bool | None = None, **args):
         if allow is None:
