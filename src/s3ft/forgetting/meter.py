@@ -91,8 +91,12 @@ def probe_benchmark_config(fc: ForgettingConfig, data_dir: str | None, model_cfg
 def run_probe_benchmarks(run_dir: Path, model_path: str, gcfg, adapters: dict[str, str | None],
                          say: Callable[[str], None]) -> dict[str, dict]:
     """lm-eval results per label (cached under forgetting/lm_eval: a rerun loads nothing)."""
-    return {label: evaluate_general(model_path, adapter, gcfg, run_dir / FOLDER / "lm_eval", progress=say)
-            for label, adapter in adapters.items()}
+    results = {}
+    with progress_bar(f"probe benchmarks ({len(adapters)} models)", len(adapters)) as advance:
+        for label, adapter in adapters.items():
+            results[label] = evaluate_general(model_path, adapter, gcfg, run_dir / FOLDER / "lm_eval", progress=say)
+            advance()
+    return results
 
 
 def benchmark_pairs(base: dict, res: dict, benchmarks: list[str]) -> dict[str, Paired]:
