@@ -25,6 +25,7 @@ from .backends import Sampling, get_backend
 from .forgetting import meter
 from .forgetting.targets import NLLScorer, encode_target
 from .checks import check_config
+from .layout import TRAIN_META, RunLayout
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -41,6 +42,9 @@ from .tasks import Example, Task, get_task
 from .train import train as train_fn
 
 # Best-of-k own answers: their settings are part of the samples' fingerprint only, not of the greedy answers'.
+REL = RunLayout()
+"""File names relative to the run directory, as the plan's stages and `Run.artifact` take them."""
+
 SELF_SAMPLE_KEYS = ("self_samples", "self_sample_temperature", "self_sample_top_p")
 
 
@@ -51,6 +55,7 @@ class Run:
         check_config(cfg)  # a config made in code has not been through the CLI's checks
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
+        self.layout = RunLayout(self.dir)
         for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
             if p.exists():
                 if not p.is_dir():
@@ -142,17 +147,17 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
               for split in ("train", "test")}
     # Loaded, and so checked, before the run directory is made.
     loaded = {split: run.task.load(split) for split, key in inputs.items()
-              if not StageArtifact.finished(run.dir / f"data/{split}.jsonl", key)}
+              if not StageArtifact.finished(run.layout.data(split), key)}
     out = {}
     for split, key in inputs.items():
-        art = run.artifact(f"data/{split}.jsonl", key)
+        art = run.artifact(str(REL.data(split)), key)
         if not art.done:
             rows = loaded[split] if split in loaded else run.task.load(split)
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
     if loaded and (record := run.task.split_record()) is not None:
-        write_json(run.dir / "data" / "split.json", record)
+        write_json(run.layout.split_record, record)
     return out
 
 
@@ -230,7 +235,7 @@ def stage_generate(run: Run, answers: GenStage) -> tuple[list[dict], str]:
 
 
 def stage_judge(run: Run, train: list[Example], gens: list[dict], gen_fp: str) -> tuple[dict, str]:
-    return judge(run, "answers_verdicts.jsonl", train, gens, gen_fp)
+    return judge(run, str(REL.verdicts(REL.answers)), train, gens, gen_fp)
 
 
 def stage_self_samples(run: Run, p: Plan, answers: dict, verdicts: dict,
@@ -247,7 +252,7 @@ def stage_self_samples(run: Run, p: Plan, answers: dict, verdicts: dict,
     gens, gen_fp = generate(run, stage, lambda: Sampling(run.backend(), **stage.sampling_backend_args),
                             base_model_key(run))
     examples = [dataclasses.replace(e, id=sid) for sid, (e, _) in samples.items()]
-    s_verdicts, s_fp = judge(run, "self_samples_verdicts.jsonl", examples, gens, gen_fp)
+    s_verdicts, s_fp = judge(run, str(REL.verdicts(REL.self_samples)), examples, gens, gen_fp)
     accepted: dict[str, list[dict]] = {}
     for g in gens:
         if s_verdicts[g["id"]]["correct"]:
@@ -267,7 +272,7 @@ def _sample_nll(run: Run, samples: dict, gens: list[dict], verdicts_fp: str) -> 
     """Mean NLL per token under the base model of the accepted samples that compete for one row."""
     if not gens:
         return {}
-    art = run.artifact("self_samples_nll.jsonl", {"model": run.model_id, "samples": verdicts_fp,
+    art = run.artifact(str(REL.self_samples_nll), {"model": run.model_id, "samples": verdicts_fp,
                                                   "scoring": "trl-prompt-completion-v1"})
     todo = [g for g in gens if g["id"] not in art.rows]
     if todo:
@@ -325,7 +330,7 @@ def stage_paraphrases(run: Run, p: Plan, answer_verdicts: dict) -> tuple[dict, d
     # The judge and the filter see the whole target: prefill + continuation.
     full = [{**g, "text": task.paraphrase_prefill + g["text"]} for g in gens]
     by_id = {e.id: e for e in p.train}
-    verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
+    verdicts, v_fp = judge(run, str(REL.verdicts(REL.paraphrases)), [by_id[g["id"]] for g in full], full, gen_fp,
                            prefilter=Prefilter.for_run(run))
     return {g["id"]: g for g in full}, verdicts, v_fp
 
@@ -368,8 +373,8 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
 
 def _write_selection(run: Run, method: str, rows: list[dict], stats: dict) -> None:
     if dist.is_main():  # every rank selects the same rows; one writes them
-        write_jsonl(run.dir / f"train_{method}.jsonl", rows)
-        write_json(run.dir / f"train_{method}.stats.json", stats)
+        write_jsonl(run.layout.train(method), rows)
+        write_json(run.layout.train_stats(method), stats)
 
 
 def train_key(cfg: TrainConfig) -> dict:
@@ -385,12 +390,12 @@ def train_key(cfg: TrainConfig) -> dict:
 
 def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
     train_cfg = train_cfg or run.cfg.train
-    out = run.dir / "adapters" / method
+    out = run.layout.adapter_dir(method)
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
     own = get_method(method)
     if own:
         inputs[method] = to_dict(getattr(run.cfg, method))
-    meta_path = out / "train_meta.json"
+    meta_path = run.layout.train_meta(method)
     fp = fingerprint(inputs)
 
     def trained() -> bool:  # decided by the main process, so that all ranks agree
@@ -441,12 +446,12 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     stage = stage or eval_stage(run.cfg, run.task, label, test)
     key = base_model_key(run)
     if adapter:
-        key = {**key, "adapter": json.loads((Path(adapter).parent / "train_meta.json").read_text())["fingerprint"]}
+        key = {**key, "adapter": json.loads((Path(adapter).parent / TRAIN_META).read_text())["fingerprint"]}
         backend_fn = AdapterBackend(run, adapter)
     else:
         backend_fn = run.backend
     gens, gen_fp = generate(run, stage, backend_fn, key)
-    verdicts, _ = judge(run, f"eval/{label}_verdicts.jsonl", test, gens, gen_fp)
+    verdicts, _ = judge(run, str(REL.verdicts(REL.eval(label))), test, gens, gen_fp)
     if isinstance(backend_fn, AdapterBackend):
         backend_fn.close()
     k, n = sum(verdicts[e.id]["correct"] for e in test), len(test)
@@ -457,7 +462,7 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     if extra:
         metrics["task_metrics"] = extra
     if dist.is_main():
-        write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
+        write_json(run.layout.eval_metrics(label), metrics)
     return metrics
 
 
@@ -498,10 +503,10 @@ def stage_controls(run: Run, p: Plan) -> dict[str, str]:
 
 
 def _untrained_adapter(run: Run) -> str:
-    out = run.dir / "adapters" / meter.CONTROLS["untrained"]
+    out = run.layout.adapter_dir(meter.CONTROLS["untrained"])
     tc = run.cfg.train
     inputs = {"model": run.model_id, "control": "untrained", "lora": [tc.lora_r, tc.lora_alpha, tc.target_modules]}
-    meta = out / "train_meta.json"
+    meta = run.layout.train_meta(meter.CONTROLS["untrained"])
     if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint(inputs):
         return str(out / "model")
     from peft import LoraConfig, get_peft_model
@@ -636,7 +641,7 @@ def _run_stages(run: Run, until: str) -> dict:
         run._model_path = dist.on_main(lambda: run.model_path)
     data = dist.on_main(lambda: stage_data(run))  # makes and locks the run directory
     if dist.is_main():
-        write_json(run.dir / "config.json", to_dict(cfg))
+        write_json(run.layout.config, to_dict(cfg))
     p = plan(cfg, run.task, data["train"], data["test"], until)
     console.print(f"[bold]{cfg.data.task}[/]: {len(p.train)} train / {len(p.test)} test rows -> {run.dir}")
     for stage in p.stages[1:]:  # the data stage made the plan's rows

@@ -20,12 +20,15 @@ from typing import Mapping
 from .artifacts import fingerprint
 from .backends import GenRequest
 from .forgetting import drift, meter
+from .layout import RunLayout
 from .config import RunConfig
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
 STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
+
+REL = RunLayout()  # the stages name their files relative to the run directory
 
 @dataclass
 class GenStage:
@@ -100,7 +103,7 @@ class Plan:
         rows = [e for e in self.train if answer_correct is None or not answer_correct[e.id]]
         requests = [GenRequest(f"{r.id}#{j}", r.messages) for r in answer_requests(self.task, rows)
                     for j in range(1, self.self_samples)]
-        return GenStage("self_samples.jsonl", requests, self.max_new_tokens, sampling=self.sampling)
+        return GenStage(str(REL.self_samples), requests, self.max_new_tokens, sampling=self.sampling)
 
     def paraphrase_rows(self, answer_correct: Mapping[str, bool] | None = None) -> list[Example]:
         """The training rows a method needs a paraphrase of, given each row's answer verdict (by id).
@@ -110,7 +113,7 @@ class Plan:
 
     def paraphrases(self, answer_correct: Mapping[str, bool] | None = None) -> GenStage:
         """The paraphrase stage for `paraphrase_rows(answer_correct)`."""
-        return GenStage("paraphrases.jsonl", paraphrase_requests(self.task, self.paraphrase_rows(answer_correct)),
+        return GenStage(str(REL.paraphrases), paraphrase_requests(self.task, self.paraphrase_rows(answer_correct)),
                         self.max_new_tokens)
 
     def gold_rows(self, reason: str = "gold") -> list[dict]:
@@ -141,7 +144,7 @@ def gold_rows(task: Task, rows: list[Example], reason: str = "gold") -> list[dic
 
 def eval_stage(cfg: RunConfig, task: Task, label: str, test: list[Example]) -> GenStage:
     """The evaluated model `label`'s answers to the test rows."""
-    return GenStage(f"eval/{label}.jsonl", answer_requests(task, test),
+    return GenStage(str(REL.eval(label)), answer_requests(task, test),
                     cfg.eval.max_new_tokens or cfg.generation.max_new_tokens)
 
 
@@ -173,7 +176,7 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
     if "forgetting" in stages:
         fc = cfg.forgetting
         prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
-        probe = GenStage(f"{meter.FOLDER}/probe_responses.jsonl", probe_requests(prompts), fc.max_new_tokens,
+        probe = GenStage(str(REL.probe_responses), probe_requests(prompts), fc.max_new_tokens,
                          task_stops=False)
         if "untrained" in fc.controls:
             controls[meter.CONTROLS["untrained"]] = None
@@ -183,5 +186,5 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
     sampling = {"temperature": gen.self_sample_temperature, "top_p": gen.self_sample_top_p,
                 "seed": gen.seed} if k > 1 else None
     return Plan(stages, task, train, test, list(cfg.methods),
-                GenStage("answers.jsonl", answer_requests(task, train), gen.max_new_tokens),
+                GenStage(str(REL.answers), answer_requests(task, train), gen.max_new_tokens),
                 evals, probe, prompts, controls, gen.max_new_tokens, k, sampling)

@@ -32,8 +32,8 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "estimate": estimate,
         "config": to_dict(run.cfg),
     }
-    write_json(run.dir / "summary.json", summary)
-    (run.dir / "report.md").write_text(render_markdown(summary, base), encoding="utf-8")
+    write_json(run.layout.summary, summary)
+    run.layout.report.write_text(render_markdown(summary, base), encoding="utf-8")
     print_table(summary)
     return summary
 

@@ -77,7 +77,7 @@ def _order(labels) -> list[str]:
 def _adapter(run: RunDir, label: str) -> str | None:
     if label == "base":
         return None
-    path = run.path / "adapters" / label / "model"
+    path = run.layout.adapter(label)
     if not path.is_dir():
         raise S3FTError(f"{run.path}: no adapter for {label} ({path} missing); finish the run first (`s3ft train`)")
     return str(path)
@@ -85,13 +85,12 @@ def _adapter(run: RunDir, label: str) -> str | None:
 
 def forgetting_labels(run: RunDir) -> tuple[list[str], list[str]]:
     """(methods with the meter's measurements, controls found) of one run; an error if any method lacks them."""
-    folder = run.path / meter.FOLDER
-    missing = [m for m in run.methods if not (folder / f"drift_{m}.jsonl").is_file()]
+    missing = [m for m in run.methods if not run.layout.drift(m).is_file()]
     if missing:
         raise S3FTError(f"{run.path}: no forgetting measurements for {', '.join(missing)} "
-                        f"({folder}/drift_{missing[0]}.jsonl missing); measure them with "
+                        f"({run.layout.drift(missing[0])} missing); measure them with "
                         f"`s3ft forgetting {run.path}/config.json -o {run.path}`, or pass --no-forgetting")
-    controls = [c for c in meter.CONTROLS.values() if (folder / f"drift_{c}.jsonl").is_file()]
+    controls = [c for c in meter.CONTROLS.values() if run.layout.drift(c).is_file()]
     return list(run.methods), controls
 
 
@@ -167,7 +166,7 @@ def _in_domain(c: Comparison) -> None:
             block[m] = {"in_domain": row}
             if paired is not None:
                 c.pairs[run.label].setdefault(m, {})["in_domain/accuracy"] = paired
-            stats_path = run.path / f"train_{m}.stats.json"
+            stats_path = run.layout.train_stats(m)
             if stats_path.is_file():
                 block[m]["target_mix"] = json.loads(stats_path.read_text(encoding="utf-8"))["target_mix"]
         c.per_run[run.label] = block
@@ -202,7 +201,7 @@ def _judge_audit(c: Comparison) -> None:
         if name == "auto":
             primary = get_task(DataConfig(**run.config["data"])).judge
             name = "math" if primary == "exact" else "exact"
-        if (run.path / "answers_verdicts.jsonl").is_file():
+        if run.layout.verdicts(run.layout.answers).is_file():
             c.audits[run.label] = judge_audit(run, name, c.opts.audit_size, c.opts.audit_seed)
             a = c.audits[run.label]
             rate = "n/a" if a["agreement"] is None else f"{a['agreement']:.2f}"
@@ -246,7 +245,7 @@ def _general(c: Comparison, general, out_dir: Path) -> None:
                 c.skipped[t] = r["skipped"]
         tuned = [m for m in run.methods if m != "base"]
         if c.opts.controls:
-            tuned += [x for x in meter.CONTROLS.values() if x in c.controls and (run.path / "adapters" / x).is_dir()]
+            tuned += [x for x in meter.CONTROLS.values() if x in c.controls and run.layout.adapter_dir(x).is_dir()]
         for m in ["base"] + tuned:
             res = base_res if m == "base" else _general_tuned(c, run, m, model, base_res, general, cache)
             _general_values(c, run.label, m, res)
