@@ -26,6 +26,7 @@ from .forgetting import meter
 from .forgetting.targets import NLLScorer, encode_target
 from .checks import check_config
 from .layout import TRAIN_META, RunLayout
+from .rows import GenerationRow, SelectionStats, TrainRow, VerdictRow
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -161,7 +162,7 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
     return out
 
 
-def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[dict], str]:
+def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[GenerationRow], str]:
     """Generate for every request of `stage` not yet on disk; returns rows in request order + fingerprint."""
     name, requests, max_new_tokens = stage.artifact, stage.requests, stage.max_new_tokens
     stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if stage.task_stops else ([], None)
@@ -335,8 +336,9 @@ def stage_paraphrases(run: Run, p: Plan, answer_verdicts: dict) -> tuple[dict, d
     return {g["id"]: g for g in full}, verdicts, v_fp
 
 
-def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
-                 paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
+def stage_select(run: Run, method: str, train: list[Example], answers: dict[str, GenerationRow],
+                 a_verdicts: dict[str, VerdictRow], paras: dict[str, GenerationRow], p_verdicts: dict[str, VerdictRow],
+                 upstream_fp: str) -> tuple[list[TrainRow], SelectionStats, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
     own = get_method(method)
     if own:  # its own trainer: no target chosen, the rows its trainer reads, from the data alone
@@ -357,7 +359,7 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     # a strategy that only ever emits gold has no fallback to explain
     falls_back = set(strategy.sources) != {GOLD}
     rejections = Counter(k for r, k in zip(rows, kinds) if r["source"] == GOLD and falls_back)
-    stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
+    stats: SelectionStats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
     if run.cfg.generation.self_samples > 1 and strategy.needs.uses_own_samples:
@@ -371,7 +373,7 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
 
 
-def _write_selection(run: Run, method: str, rows: list[dict], stats: dict) -> None:
+def _write_selection(run: Run, method: str, rows: list[TrainRow], stats: SelectionStats) -> None:
     if dist.is_main():  # every rank selects the same rows; one writes them
         write_jsonl(run.layout.train(method), rows)
         write_json(run.layout.train_stats(method), stats)
@@ -560,20 +562,20 @@ class Made:
 
     t_start: float
     """When the invocation started (the summary's wall time)."""
-    gens: list[dict] = field(default_factory=list)
+    gens: list[GenerationRow] = field(default_factory=list)
     """The base model's answers, in training-row order."""
     gen_fp: str = ""
-    answers: dict[str, dict] = field(default_factory=dict)
+    answers: dict[str, GenerationRow] = field(default_factory=dict)
     """The own answer of each row by id: the greedy one, or an accepted sample where it was rejected
     (`generation.self_samples`)."""
-    a_verdicts: dict[str, dict] = field(default_factory=dict)
+    a_verdicts: dict[str, VerdictRow] = field(default_factory=dict)
     """The answers' verdicts by row id."""
     a_fp: str = ""
-    paras: dict[str, dict] = field(default_factory=dict)
+    paras: dict[str, GenerationRow] = field(default_factory=dict)
     """The paraphrases by row id (prefill included)."""
-    p_verdicts: dict[str, dict] = field(default_factory=dict)
+    p_verdicts: dict[str, VerdictRow] = field(default_factory=dict)
     p_fp: str = ""
-    selected: dict[str, tuple[list[dict], dict, str]] = field(default_factory=dict)
+    selected: dict[str, tuple[list[TrainRow], SelectionStats, str]] = field(default_factory=dict)
     """Per method: its training rows, their stats and their fingerprint."""
     adapters: dict[str, str] = field(default_factory=dict)
     """Per method: its trained adapter's path."""

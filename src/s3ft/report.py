@@ -8,14 +8,15 @@ from .artifacts import write_json
 from .config import to_dict
 from .methods import METHODS
 from .progress import console
+from .rows import EvalResult, SelectionStats, Summary
 from .strategies import STRATEGIES, group_counts, source_groups
 
 
-def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None,
-                  estimate: dict | None = None) -> dict:
+def write_summary(run, results: dict[str, EvalResult], select_stats: dict[str, SelectionStats], wall_s: float,
+                  forgetting: dict | None = None, estimate: dict | None = None) -> Summary:
     """`estimate`: `cost.against_cost`'s estimated vs actual per stage, kept beside `cost`."""
     base = results.get("base", {}).get("accuracy")
-    summary = {
+    summary: Summary = {
         "task": run.cfg.data.task,
         "model": run.cfg.model.name_or_path,
         "in_domain": {m: r["accuracy"] for m, r in results.items()},
@@ -50,7 +51,7 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
-def _headline(select_stats: dict) -> str:
+def _headline(select_stats: dict[str, SelectionStats]) -> str:
     """The method whose target mix heads the summary: the first of those whose strategy declares the most
     sources (the one that mixes own answers, paraphrases and gold, where the run has it)."""
     return max(select_stats, key=lambda m: len(STRATEGIES[m].sources) if m in STRATEGIES else 0)
@@ -70,7 +71,7 @@ def mix_table(mixes: dict[str, dict[str, int]]) -> tuple[list[str], list[list[in
     return ["/".join(labels) for labels in groups.values()], [group_counts(mix, groups) for mix in mixes.values()]
 
 
-def render_markdown(s: dict, base: float | None) -> str:
+def render_markdown(s: Summary, base: float | None) -> str:
     lines = [f"# s3ft run: {s['task']} with {s['model']}", "",
              "## In-domain accuracy (test split, 95% Wilson CI)", "",
              "| model | accuracy | 95% CI | n | vs base |", "|---|---:|---|---:|---:|"]
@@ -172,7 +173,7 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
-def print_table(s: dict) -> None:
+def print_table(s: Summary) -> None:
     t = Table(title=f"in-domain accuracy: {s['task']}")
     for col in ("model", "accuracy", "95% CI", "n"):
         t.add_column(col)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..config import register_section
 from ..errors import S3FTError
 from ..registry import import_submodules
+from ..rows import SelectionStats, TrainRow
 
 
 def _no_problems(cfg) -> list[tuple[str, str]]:
@@ -37,7 +38,7 @@ class Method:
     name: str
     config: type
     """Its config section's dataclass: the run config's `<name>:` section, read as `cfg.<name>`."""
-    select: Callable[[Any, list, Any], tuple[list[dict], dict]]
+    select: Callable[[Any, list, Any], tuple[list[TrainRow], SelectionStats]]
     """(task, training examples, its section) -> (the rows of train_<name>.jsonl, their stats): what its
     trainer reads, from the data alone (no answers, paraphrases or verdicts)."""
     train: str | Callable[..., dict]
