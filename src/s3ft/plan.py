@@ -30,6 +30,7 @@ STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluat
 
 REL = RunLayout()  # the stages name their files relative to the run directory
 
+
 @dataclass
 class GenStage:
     """One generation stage: the artifact its rows go to, the requests, and how far answers may run."""
