@@ -103,6 +103,7 @@ def _stage_command(stage: str, doc: str):
 for _stage, _doc in [("data", "Load and sample the task's splits"),
                      ("generate", "Generate the base model's answers to the training queries"),
                      ("judge", "Judge the base model's answers"),
+                     ("samples", "Sample best-of-k answers where the greedy one was rejected, and judge them"),
                      ("paraphrase", "Have the model paraphrase gold answers and judge the paraphrases"),
                      ("select", "Select training targets for each method"),
                      ("train", "Train one adapter per method"),

@@ -231,7 +231,7 @@ def _generation_stages(ctx: _Pricing, p: Plan, lengths: dict) -> dict[str, dict]
     stages: dict[str, dict] = {}
     stages[answers.name] = ctx.gen_stage(ans_len, _cycled(lengths["answer"], len(ans_len)), answers.max_new_tokens)
     stages[answers.name]["requests"] = answers.key
-    samples = p.self_samples_stage()  # best-of-k: every row's samples, of which the rejected rows' are made
+    samples = p.self_samples_stage() if "samples" in p.stages else None  # best-of-k: of the rejected rows
     if samples is not None:
         sample_len = _prompt_lengths(ctx.tok, samples)
         expected = round(len(sample_len) * (1 - lengths["p_answer"]))
@@ -276,7 +276,7 @@ def _evaluate_stage(ctx: _Pricing, p: Plan, per_model: dict[str, dict], has_test
 def _judge_stage(ctx: _Pricing, p: Plan, judge: str) -> dict:
     """Every generation the plan lists is judged once; a judge's declared `cost_note` says what a dry run
     cannot time."""
-    samples = p.self_samples_stage()
+    samples = p.self_samples_stage() if "samples" in p.stages else None
     calls = len(p.answers.requests) + len(p.paraphrases().requests) + sum(len(s.requests) for s in p.evals.values())
     calls += len(samples.requests) if samples is not None else 0
     untimed = judge_class(judge).cost_note

@@ -594,8 +594,11 @@ def _generate(run: Run, p: Plan, made: Made) -> None:
 
 def _judge(run: Run, p: Plan, made: Made) -> None:
     made.a_verdicts, made.a_fp = stage_judge(run, p.train, made.gens, made.gen_fp)
-    made.answers, made.a_verdicts, made.a_fp = stage_self_samples(run, p, {g["id"]: g for g in made.gens},
-                                                                  made.a_verdicts, made.a_fp)
+    made.answers = {g["id"]: g for g in made.gens}
+
+
+def _samples(run: Run, p: Plan, made: Made) -> None:
+    made.answers, made.a_verdicts, made.a_fp = stage_self_samples(run, p, made.answers, made.a_verdicts, made.a_fp)
 
 
 def _paraphrase(run: Run, p: Plan, made: Made) -> None:
@@ -631,8 +634,8 @@ def _report(run: Run, p: Plan, made: Made) -> None:
                                      estimate_beside_cost(run.cfg, run.cost))
 
 
-STEPS = {"generate": _generate, "judge": _judge, "paraphrase": _paraphrase, "select": _select, "train": _train,
-         "evaluate": _evaluate, "forgetting": _forgetting, "report": _report}
+STEPS = {"generate": _generate, "judge": _judge, "samples": _samples, "paraphrase": _paraphrase, "select": _select,
+         "train": _train, "evaluate": _evaluate, "forgetting": _forgetting, "report": _report}
 """What each stage after `data` does with the plan and what the stages before it made."""
 
 

@@ -25,7 +25,7 @@ from .config import RunConfig
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
-STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
+STAGES = ["data", "generate", "judge", "samples", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
 
 
 REL = RunLayout()  # the stages name their files relative to the run directory
@@ -155,16 +155,23 @@ def requests_key(requests: list[GenRequest]) -> str:
 
 
 def stages_until(cfg: RunConfig, until: str = "report") -> list[str]:
-    """The stages a run stopping after `until` goes through. Evaluation always ends with the report; the
-    forgetting meter runs where the config turns it on, or where it is asked for (`s3ft forgetting`)."""
+    """The stages a run stopping after `until` goes through. Evaluation always ends with the report; best-of-k
+    samples and the forgetting meter run where the config asks for them (`generation.self_samples` with a
+    strategy that uses them; `forgetting.enabled`), or where they are asked for (`s3ft samples`, `s3ft forgetting`)."""
     last = STAGES.index(until)
     evaluate = STAGES.index("evaluate")
-    out = STAGES[:min(last, evaluate) + 1]
+    out = [s for s in STAGES[:min(last, evaluate) + 1] if s != "samples" or until == "samples" or _samples_k(cfg) > 1]
     if last >= evaluate:
         if last >= STAGES.index("forgetting") and (cfg.forgetting.enabled or until == "forgetting"):
             out.append("forgetting")
         out.append("report")
     return out
+
+
+def _samples_k(cfg: RunConfig) -> int:
+    """Answers per row, greedy included, where a strategy of the run uses best-of-k samples; else 1."""
+    uses = any(s.needs.uses_own_samples for s in strategies_of(cfg.methods))
+    return cfg.generation.self_samples if uses else 1
 
 
 def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], until: str = "report") -> Plan:
@@ -183,7 +190,7 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
             controls[meter.CONTROLS["untrained"]] = None
         if "planted" in fc.controls:
             controls[meter.CONTROLS["planted"]] = gold_rows(task, train, "control")
-    k = gen.self_samples if any(s.needs.uses_own_samples for s in strategies_of(cfg.methods)) else 1
+    k = _samples_k(cfg)
     sampling = {"temperature": gen.self_sample_temperature, "top_p": gen.self_sample_top_p,
                 "seed": gen.seed} if k > 1 else None
     return Plan(stages, task, train, test, list(cfg.methods),
