@@ -78,6 +78,8 @@ class Summary(TypedDict):
 
     task: str
     model: str
+    contrasts: dict
+    """Each method against SFT on the run's own items (see `s3ft.compare.run_contrasts`)."""
     in_domain: dict[str, float]
     in_domain_ci95: dict[str, list[float]]
     in_domain_n: dict[str, int]

@@ -13,6 +13,8 @@ controls), one module per measurement:
 * ``target_nll``: the base model's NLL of each method's training targets (S3FT Fig. 2);
 * ``audit``: a second judge re-judges a seeded sample of the selection decisions;
 * ``seeds``: several run directories (seeds) pooled by a hierarchical bootstrap (seeds, then items);
+* ``contrasts``: every method against SFT (and pairs asked for), paired over items, pooled over seeds,
+  with a verdict read off the CIs;
 * ``report`` / ``plots``: report.md and a self-contained report.html, all from compare.json.
 
 Every paired measurement is kept per item as a ``s3ft.forgetting.records.Paired``; its 95% CI resamples items
@@ -29,19 +31,19 @@ from pathlib import Path
 from typing import Callable
 
 from ..artifacts import write_json
-from ..config import DataConfig, ForgettingConfig, ModelConfig
+from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
 from ..forgetting import meter
 from ..forgetting.lm_eval_bridge import TASKS, evaluate_general, settings_differences
 from ..forgetting.records import Estimate, Paired
 from ..forgetting.targets import NLLScorer
 from ..progress import console
-from ..tasks import get_task
-from .audit import judge_audit
+from .audit import audit_judge_for, judge_audit
+from .contrasts import contrasts_block, parse_contrast
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
 from .report import write_reports
-from .runs import RunDir, method_order, load_run, load_runs, model_path_of
+from .runs import RunDir, load_run, load_runs, method_order, model_path_of
 from .seeds import aggregate_seeds
 from .target_nll import logprob_histogram_data, target_nll
 
@@ -61,11 +63,14 @@ class CompareOptions:
     controls: bool = True
     """Run the general benchmarks on the meter's control adapters too."""
     audit_judge: str | None = "auto"
-    """Second judge for the audit; "auto": `exact` unless the task's judge is `exact` (then `math`); None: no audit."""
+    """Second judge for the audit; "auto": one that grades the task's answers another way (`audit.SECOND_OPINIONS`),
+    or no audit, said so in the report, where none is registered; None: no audit."""
     audit_size: int = 50
     audit_seed: int = 0
     cache_dir: str | None = None
     """General-eval cache; default `<out_dir>/cache`."""
+    contrasts: list[str] = field(default_factory=list)
+    """Pairs "A-B" to contrast besides every method against SFT (e.g. "s3ft-ssr")."""
     extra: dict = field(default_factory=dict)
 
 
@@ -112,6 +117,8 @@ class Comparison:
     controls: set[str] = field(default_factory=set)
     meter_settings: dict | None = None
     audits: dict = field(default_factory=dict)
+    no_audit: dict[str, str] = field(default_factory=dict)
+    """run -> why it has no judge audit."""
     hist: dict = field(default_factory=dict)
     settings: dict | None = None
     """The general benchmarks' settings (base's, every model's being checked equal to them)."""
@@ -133,6 +140,8 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
     out_dir = Path(out_dir)
     t_all = time.time()
     runs = load_runs([Path(d) for d in run_dirs])
+    for spec in opts.contrasts:  # a misspelt pair fails before any work
+        parse_contrast(spec, _order({m for r in runs for m in r.methods}) + list(meter.CONTROLS.values()))
     c = Comparison(runs, opts, progress or (lambda msg: console.print(f"[dim]{msg}[/]")),
                    list(general.tasks) if general is not None else [],
                    pairs={r.label: {} for r in runs}, values={r.label: {} for r in runs})
@@ -197,11 +206,12 @@ def _judge_audit(c: Comparison) -> None:
     if not c.opts.audit_judge:
         return
     for run in c.runs:
-        name = c.opts.audit_judge
-        if name == "auto":
-            primary = get_task(DataConfig(**run.config["data"])).judge
-            name = "math" if primary == "exact" else "exact"
-        if run.layout.verdicts(run.layout.answers).is_file():
+        name, why = audit_judge_for(run, c.opts.audit_judge)
+        if name is None:
+            if why not in c.no_audit.values():  # the same reason for every run: said once
+                c.say(why)
+            c.no_audit[run.label] = why
+        elif run.layout.verdicts(run.layout.answers).is_file():
             c.audits[run.label] = judge_audit(run, name, c.opts.audit_size, c.opts.audit_seed)
             a = c.audits[run.label]
             rate = "n/a" if a["agreement"] is None else f"{a['agreement']:.2f}"
@@ -300,7 +310,8 @@ def _pool(c: Comparison, models: list[str]) -> dict:
 def _compare_json(c: Comparison) -> dict:
     """compare.json: the phases' blocks, pooled, with what they mean."""
     methods = _order({m for r in c.runs for m in r.methods})
-    pooled = _pool(c, _order({m for p in c.pairs.values() for m in p} | set(methods)))
+    models = _order({m for p in c.pairs.values() for m in p} | set(methods))
+    pooled = _pool(c, models)
     runs = c.runs
     return {
         "schema": 2,
@@ -324,8 +335,10 @@ def _compare_json(c: Comparison) -> dict:
                      "in_domain/accuracy": "in-domain accuracy change, method - base (fraction)"},
         "per_run": c.per_run,
         "pooled": pooled,
+        "contrasts": contrasts_block(c.pairs, models, c.opts.contrasts, c.opts.bootstrap_iters, c.opts.bootstrap_seed),
         "aggregate": aggregate_seeds(c.per_run, methods, c.tasks),
         "logprob_histogram": c.hist,
         "judge_audit": c.audits,
+        "judge_audit_skipped": c.no_audit,
         "timings": c.timings,
     }
