@@ -1,4 +1,5 @@
-"""Checks of a loaded config against the registries: methods and their sections, the task and its args, the judge's name and args.
+"""Checks of a loaded config against the registries: methods and their sections, the task and its
+args, the judge's name and args.
 
 `s3ft.config` parses and range-checks a config without importing any registry; the CLI and `Run`
 call `check_config` after loading, so a name or an argument no registration knows is still a
