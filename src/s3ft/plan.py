@@ -6,7 +6,8 @@
 Every prompt a run sends is built here, by one function per kind: the base model's answers to the
 training rows (and, for best-of-k, its extra samples where an answer was rejected), its paraphrases of gold answers (which rows depends on the answers' verdicts, so the
 plan gives them for any verdicts, or for none: every row that may need one), each evaluated model's
-answers to the test rows, and the forgetting meter's instruction probe. Training rows with gold
+answers to the test rows, the forgetting meter's instruction probe, and the replay samples
+(`train.replay`, built in `s3ft.replay`). Training rows with gold
 targets (sft's selection, the planted control's rows) are built here too; the other methods' rows
 come from selection, which needs the verdicts.
 """
@@ -21,6 +22,8 @@ from .artifacts import fingerprint
 from .backends import GenRequest
 from .compare import drift, meter
 from .config import RunConfig
+from .methods import OWN_TRAINER
+from .replay import replay_stage
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
@@ -91,6 +94,9 @@ class Plan:
     """Own answers per row (`generation.self_samples`) where a method uses extra samples, else 1."""
     sampling: dict | None = None
     """The extra samples' decoding: temperature, top_p and seed (None where there are none)."""
+    replay: GenStage | None = None
+    """The base model's replay samples (`train.replay`), drawn before training; None where replay is off, no
+    method trains through `s3ft.train`, or the run stops before training."""
 
     def self_samples_stage(self, answer_correct: Mapping[str, bool] | None = None) -> GenStage | None:
         """Best-of-k: `self_samples - 1` sampled answers to every row whose greedy answer was rejected, with
@@ -182,6 +188,9 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
     k = gen.self_samples if any(s.needs.uses_own_samples for s in strategies_of(cfg.methods)) else 1
     sampling = {"temperature": gen.self_sample_temperature, "top_p": gen.self_sample_top_p,
                 "seed": gen.seed} if k > 1 else None
+    replay = None
+    if cfg.train.replay.enabled and "train" in stages and any(m not in OWN_TRAINER for m in cfg.methods):
+        replay = replay_stage(cfg.train.replay, gen.seed)
     return Plan(stages, task, train, test, list(cfg.methods),
                 GenStage("answers.jsonl", answer_requests(task, train), gen.max_new_tokens),
-                evals, probe, prompts, controls, gen.max_new_tokens, k, sampling)
+                evals, probe, prompts, controls, gen.max_new_tokens, k, sampling, replay)

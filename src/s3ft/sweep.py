@@ -19,8 +19,8 @@ from .pipeline import run_pipeline
 from .progress import console
 
 # Run-directory files that do not depend on train.seed under greedy decoding (and their .meta.json).
-# Best-of-k samples depend on generation.seed, which a sweep keeps fixed.
-SEED_INDEPENDENT = ["data/*.jsonl", "data/*.meta.json", "answers*", "self_samples*", "paraphrases*",
+# Best-of-k and replay samples depend on generation.seed, which a sweep keeps fixed.
+SEED_INDEPENDENT = ["data/*.jsonl", "data/*.meta.json", "answers*", "self_samples*", "replay_samples*", "paraphrases*",
                     "judge_cache.jsonl", "eval/base*", "forgetting/probe_responses*", "forgetting/drift_base*"]
 
 
