@@ -20,7 +20,7 @@ from typing import Mapping
 
 from .artifacts import fingerprint
 from .backends import GenRequest
-from .compare import drift, meter
+from .forgetting import drift, meter
 from .config import RunConfig
 from .methods import OWN_TRAINER
 from .replay import replay_stage
