@@ -59,7 +59,7 @@ def _lora_model(model_dir: Path, scale: float):
 
 def test_replay_kl_is_the_meters_response_kl_on_the_samples_and_trains_the_adapter(varied_model_dir):
     import torch
-    from s3ft.compare.scoring import completion_logprobs
+    from s3ft.forgetting.scoring import completion_logprobs
     from s3ft.replay import ReplaySet
     from s3ft.replay.trainer import replay_batch, replay_kl
     tok = AutoTokenizer.from_pretrained(varied_model_dir)

@@ -21,9 +21,9 @@ from typing import Mapping
 from .artifacts import fingerprint
 from .backends import GenRequest
 from .forgetting import drift, meter
-from .config import RunConfig
+from .config import ReplayConfig, RunConfig
 from .methods import OWN_TRAINER
-from .replay import replay_stage
+from .replay import ARTIFACT as REPLAY_ARTIFACT, replay_requests
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
@@ -149,6 +149,13 @@ def eval_stage(cfg: RunConfig, task: Task, label: str, test: list[Example]) -> G
     """The evaluated model `label`'s answers to the test rows."""
     return GenStage(f"eval/{label}.jsonl", answer_requests(task, test),
                     cfg.eval.max_new_tokens or cfg.generation.max_new_tokens)
+
+
+def replay_stage(cfg: ReplayConfig, seed: int) -> GenStage:
+    """The replay samples (`train.replay`): they run to end of turn (no task stop strings), sampled with the
+    replay's temperature and top_p from `generation.seed` (`seed`), never `train.seed`."""
+    return GenStage(REPLAY_ARTIFACT, replay_requests(cfg), cfg.max_new_tokens, task_stops=False,
+                    sampling={"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": seed})
 
 
 def requests_key(requests: list[GenRequest]) -> str:

@@ -6,7 +6,7 @@ generation stage like the others: fingerprinted, resumable, independent of `trai
 step then adds `weight` x KL(base || tuned) on a batch of them, base = the same model with its LoRA adapter
 switched off, so the adapter is pulled back towards the base model wherever the base model speaks freely.
 
-- `replay_stage`: the samples' generation stage (requests, length, sampling), for the plan and the dry run;
+- `replay_requests`: the samples' requests (`plan.replay_stage` makes them a generation stage);
 - `ReplaySet`: the samples as training reads them;
 - `trainer.ReplayTrainer`: TRL's `SFTTrainer` with the replay term (imports TRL: load it only to train).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..backends import GenRequest
 from ..config import ReplayConfig
+from ..forgetting.targets import encode_target
 
 ARTIFACT = "replay_samples.jsonl"
 
@@ -29,14 +30,6 @@ def replay_messages(cfg: ReplayConfig) -> list[dict]:
 def replay_requests(cfg: ReplayConfig) -> list[GenRequest]:
     """`cfg.samples` requests of the same conversation, ids `replay/<i>`; sampled, so each is its own draw."""
     return [GenRequest(f"replay/{i}", replay_messages(cfg)) for i in range(cfg.samples)]
-
-
-def replay_stage(cfg: ReplayConfig, seed: int):
-    """The samples' generation stage: they run to end of turn (no task stop strings), sampled with
-    `cfg.temperature` and `cfg.top_p` from `generation.seed` (`seed`), never `train.seed`."""
-    from ..plan import GenStage  # plan imports this module
-    return GenStage(ARTIFACT, replay_requests(cfg), cfg.max_new_tokens, task_stops=False,
-                    sampling={"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": seed})
 
 
 @dataclass
@@ -53,6 +46,5 @@ class ReplaySet:
     def encoded(self, tok, max_length: int) -> list[tuple[list[int], int]]:
         """Each sample as (prompt + response token ids, prompt length), rendered as TRL renders a training
         row (end of turn included), cut at `max_length`; samples with no response token left are dropped."""
-        from ..compare.target_nll import encode_target
         out = [encode_target(tok, self.messages, t, max_length) for t in self.texts]
         return [(ids, start) for ids, start in out if len(ids) > start]
