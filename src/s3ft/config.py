@@ -45,7 +45,14 @@ class DataConfig:
     """Evaluate on at most this many test rows (a seeded sample)."""
     seed: int = 0
     task_args: dict = field(default_factory=dict)
-    """Task-specific options, e.g. for `jsonl`: train/test file paths, field mapping, judge."""
+    """The task's options, checked against its args dataclass when the config loads (`s3ft tasks NAME` lists
+    them), e.g. for `dataset`: train/test paths or hub ids, format, answer type."""
+
+    def __post_init__(self):
+        # Not a field: where the config file lies is no part of the run (config.json, fingerprints).
+        self.base_dir: str | None = None
+        """The folder relative paths in `task_args` resolve against: the config file's (`load_config`
+        sets it); None: the working directory."""
 
 
 @dataclass
@@ -545,7 +552,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "task_args" else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -557,12 +564,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise S3FTError(f"{path}: config file not found")
+        if path.is_dir():
+            raise S3FTError(f"{path}: is a directory, not a config file")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
             raise S3FTError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise S3FTError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
+        if loaded is None and not overrides:  # the full defaults by accident would cost hours
+            raise S3FTError(f"{path}: empty config file; write at least one setting in it (e.g. data.task) "
+                            "or give them with --set")
+        loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
             raise S3FTError(f"{path}: expected a mapping at top level")
         data = _merge(data, loaded)
@@ -581,6 +596,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
+    if path is not None:
+        cfg.data.base_dir = str(path.resolve().parent)
     cfg.origin = Origins(path, over)
     _check_ranges(cfg, cfg.origin)
     return cfg
