@@ -176,6 +176,53 @@ class ParaphraseConfig:
 
 
 @dataclass
+class ReplayConfig:
+    """Self-generated replay (Marek et al. 2026, "Forgetting in Language Models: Capacity, Optimization, and
+    Self-Generated Replay", arXiv 2605.26097): the base model's own samples, drawn once per run directory
+    (`replay_samples.jsonl`), and on a batch of them every optimizer step adds `weight` x KL(base || tuned),
+    base = the model with the LoRA adapter switched off (see `s3ft.replay`). Any strategy takes it; methods with
+    a trainer of their own (`opsd`) and the forgetting meter's controls train without it.
+
+    Off while `weight` is 0: nothing is sampled, and every artifact and fingerprint stays as without the section.
+    """
+
+    weight: float = 0.0
+    """Weight of the replay KL in each step's loss (0: replay off). The paper's term is added to the SFT loss
+    unscaled, i.e. weight 1."""
+    samples: int = 64
+    """How many samples the base model draws once (the replay set); each step's batch cycles through them."""
+    prompt: str = ""
+    """The user turn the samples answer. Empty by default: the model continues its own chat template with
+    nothing asked, so the replay set is the model's own output distribution, owing nothing to the task or
+    to the forgetting meter's probes (its instructions, passages and benchmarks), which then measure
+    something training never saw."""
+    max_new_tokens: int = 128
+    """Longest sample, in tokens (a sample runs to its end of turn or this)."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0): 1 samples the model's own distribution, as the paper does."""
+    top_p: float = 1.0
+    """Nucleus sampling of the samples, in (0, 1]."""
+    batch_size: int = 4
+    """Replay samples per optimizer step and device, shared out over the step's micro-batches (each takes
+    ceil(batch_size / accumulation) of them)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether training adds the replay term (`weight` > 0)."""
+        return self.weight > 0
+
+    def check(self, where: str) -> None:
+        """Raise S3FTError naming `where.<field>` for values outside their range."""
+        for name, ok, rule in (("weight", self.weight >= 0, ">= 0"), ("samples", self.samples >= 1, ">= 1"),
+                               ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+                               ("temperature", self.temperature > 0, "> 0 (greedy decoding gives one sample)"),
+                               ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                               ("batch_size", self.batch_size >= 1, ">= 1")):
+            if not ok:
+                raise S3FTError(f"{where}.{name}: must be {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
 class TrainConfig:
     """Fine-tuning with TRL's `SFTTrainer` on the selected targets (see `s3ft.train`).
 
@@ -236,9 +283,17 @@ class TrainConfig:
     loss, seeds, epochs...) are refused, with the field to use instead (see `SFT_ARGS_REFUSED`).
     `report_to` defaults to `none`. Part of the training fingerprint, except for options that only log or
     publish (`SFT_ARGS_NOT_FINGERPRINTED`): changing those does not retrain."""
+    # --- self-generated replay
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    """The base model's own samples replayed with a KL term to the base model (off by default; see `ReplayConfig`)."""
 
     def check(self, where: str) -> None:
-        """Raise S3FTError naming `where.sft_args.<key>` for a key SFTConfig lacks or s3ft sets itself."""
+        """Raise S3FTError naming `where.<key>`: replay settings out of range, replay without LoRA, or an
+        `sft_args` key SFTConfig lacks or s3ft sets itself."""
+        self.replay.check(f"{where}.replay")
+        if self.replay.enabled and not self.lora:
+            raise S3FTError(f"{where}.replay.weight: replay needs {where}.lora (its base model is the adapter "
+                            "switched off)")
         if not self.sft_args:
             return  # trl takes seconds to import: only when there is something to check
         import trl  # third-party and heavy: not needed to parse a config without sft_args

@@ -17,6 +17,9 @@ Token counts are exact where the text is known in advance and estimated where it
   gold answers that the probe's verdicts predict;
 * evaluation: the base model answers like the probe; a trained model's answers move towards
   its targets' lengths with optimizer steps x learning rate (`FULL_TRAINING`, a rule of thumb);
+* replay (`train.replay`, when on): the base model's samples (a generation stage; every sample counted at
+  the replay's max_new_tokens, an upper bound) and, per method that takes it, the replay batches each
+  training step adds (`_replay_train_cost`);
 * forgetting meter (when on): the base model's responses to the instruction probe (a generation
   stage; every response counted at forgetting.max_new_tokens, an upper bound), the planted
   control's training, and the drift score's forward passes (`_forgetting_stages`);
@@ -206,6 +209,10 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     lengths = _expected_lengths(cfg, measured, gold_train, gold_test, gen.max_new_tokens, eval_new)
 
     stages = _generation_stages(ctx, p, lengths)
+    replay_seq = None
+    if p.replay is not None:
+        stages[p.replay.name] = _replay_samples_stage(p.replay, tok, gen, measured, ctx.ws, ctx.shape, ctx.elem)
+        replay_seq = max(_prompt_lengths(tok, p.replay)) + p.replay.max_new_tokens
     per_model = _eval_per_model(ctx, p, lengths)
     stages["judge"] = _judge_stage(ctx, p, judge)
     t = cfg.train
@@ -218,7 +225,8 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
             stages[f"train:{m}"] = _declared_train_stage(ctx, declared, measured)
             continue
         seq = [a + n for a, n in zip(prompt_part, lengths["target"][m])]
-        stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ctx.ws)
+        stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ctx.ws,
+                                            None if method is not None else replay_seq)
     stages["evaluate"] = _evaluate_stage(ctx, p, per_model, bool(test))
     if p.probe:
         stages.update(_forgetting_stages(cfg, p, tok, path, steps, measured, ctx.ws, ctx.shape, ctx.elem))
@@ -416,6 +424,33 @@ def _trained_share(cfg: RunConfig, rows: int) -> float:
     return min(1.0, steps * t.learning_rate / FULL_TRAINING)
 
 
+def _replay_samples_stage(stage: GenStage, tok, gen, probe: dict | None, ws: int, shape: ModelShape | None,
+                          elem: int) -> dict:
+    """The replay samples (`train.replay`): a neutral prompt has no gold answer to calibrate on, so every sample
+    is expected to run to the replay's max_new_tokens (an upper bound)."""
+    prompts = _prompt_lengths(tok, stage)
+    out = _gen_stage(prompts, [stage.max_new_tokens] * len(prompts), stage.max_new_tokens, gen.batch_size,
+                     gen.compact_batches, probe, ws, shape, elem)
+    out.update(upper_bound=True, requests=stage.key)
+    return out
+
+
+REPLAY_BASE_PASS = 1 / 3
+"""A replay batch's cost per token, in trained tokens: the tuned model's forward and backward (1) plus the
+base model's forward without gradients (about a third of that)."""
+
+
+def _replay_train_cost(cfg: RunConfig, plan: MemoryPlan, steps: int, seq: int, probe: dict | None) -> dict:
+    """What `train.replay` adds to a method's training: each micro-batch replays ceil(batch_size / accumulation)
+    samples of up to `seq` tokens (prompt + replay max_new_tokens: an upper bound)."""
+    per_step = math.ceil(cfg.train.replay.batch_size / plan.grad_accum) * plan.grad_accum
+    tokens = steps * per_step * seq
+    out = {"replay_rows": steps * per_step, "replay_tokens": tokens}
+    if probe:
+        out["replay_est_s"] = tokens * probe["train"]["token_s"] * (1 + REPLAY_BASE_PASS)
+    return out
+
+
 def _declared_train_stage(ctx: _Pricing, shape: TrainingShape, probe: dict | None) -> dict:
     """A method's training as it declares it: its sequences at its step shape, plus what it samples while
     training (priced as generation at full length: an upper bound)."""
@@ -434,7 +469,9 @@ def _declared_train_stage(ctx: _Pricing, shape: TrainingShape, probe: dict | Non
 
 
 def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: dict | None, ws: int,
-                 **step) -> dict:
+                 replay_seq: int | None = None, **step) -> dict:
+    """A method's training: tokens, steps, memory and time; with `replay_seq` (replay on), the replay's too.
+    `step`: the step shape `memory_plan` takes where it is not `train`'s (opsd)."""
     t = cfg.train
     cut = [min(n, t.max_length) for n in seq]
     try:
@@ -449,9 +486,14 @@ def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: d
     stage = {"rows": len(seq), "tokens": tokens, "steps": steps, "est_s": None,
              "micro_batch": micro, "grad_accum": plan.grad_accum, "gradient_checkpointing": plan.gradient_checkpointing,
              "peak_rss_gib": plan.peak_gib, "memory": plan.predicted_gib}
+    replay = _replay_train_cost(cfg, plan, steps, replay_seq, probe) if replay_seq else {}
+    stage.update({k: v for k, v in replay.items() if k != "replay_est_s"})
     if probe:
         tp = probe["train"]
-        stage["est_s"] = _secs((padded * tp["token_s"] + steps * tp["step_s"] * ws) / ws)
+        replay_s = replay.get("replay_est_s", 0.0) * ws  # per process, like the steps
+        stage["est_s"] = _secs((padded * tp["token_s"] + steps * tp["step_s"] * ws + replay_s) / ws)
+        if replay:
+            stage["replay_est_s"] = _secs(replay["replay_est_s"])
     return stage
 
 
@@ -688,6 +730,14 @@ def format_estimate(est: dict) -> str:
         notes.append(f"forgetting: {est['stages']['forgetting']['note']} (forward passes at the prefill rate); "
                      "generate:probe_responses assumes every response runs to forgetting.max_new_tokens "
                      "(an upper bound).")
+    replayed = {k: s for k, s in est["stages"].items() if "replay_tokens" in s}
+    if replayed:
+        notes.append("replay (train.replay): generate:replay_samples assumes every sample runs to its max_new_tokens "
+                     "(an upper bound); each training step also replays samples, forward with and without the "
+                     "adapter and backward: " + "; ".join(
+                         f"{k} {s['replay_rows']:,} samples, <= {s['replay_tokens']:,} tokens"
+                         + (f", {_fmt_s(s['replay_est_s'])} of its time" if s.get("replay_est_s") is not None else "")
+                         for k, s in replayed.items()) + ".")
     if est["untimed"]:
         notes.append("not timed (excluded from the total): " + ", ".join(est["untimed"]) + ".")
     judge = est["stages"]["judge"]

@@ -36,6 +36,7 @@ ARTIFACTS = [
     Artifact("data/split.json", False, "where the rows came from"),
     Artifact("answers*", True, "the base model's answers to the training queries, and their verdicts"),
     Artifact("self_samples*", True, "best-of-k sampled answers, and their verdicts"),
+    Artifact("replay_samples*", True, "the base model's own samples that `train.replay` replays"),
     Artifact("paraphrases*", True, "the base model's paraphrases of gold answers, and their verdicts"),
     Artifact("judge_cache.jsonl", True, "the LLM judge's cached calls"),
     Artifact("train_*.jsonl", False, "each method's selected rows (train_<method>.jsonl)"),
@@ -89,6 +90,10 @@ class RunLayout:
     def self_samples_nll(self) -> Path:
         """The base model's NLL of accepted samples, the tie-break between them."""
         return self.root / "self_samples_nll.jsonl"
+
+    @property
+    def replay_samples(self) -> Path:
+        return self.root / "replay_samples.jsonl"
 
     @property
     def paraphrases(self) -> Path:

@@ -36,6 +36,7 @@ from .methods import get_method
 from .models import check_model, materialize
 from .plan import STAGES, GenStage, Plan, eval_stage, plan, requests_key
 from .progress import console, progress_bar
+from .replay import ReplaySet, replay_messages
 from .report import write_summary
 from .stats import wilson_ci
 from .strategies import GOLD, Judged, TrainingRecord, get_strategy, paraphrase_problem
@@ -379,21 +380,27 @@ def _write_selection(run: Run, method: str, rows: list[TrainRow], stats: Selecti
         write_json(run.layout.train_stats(method), stats)
 
 
-def train_key(cfg: TrainConfig) -> dict:
+def train_key(cfg: TrainConfig, replay: ReplaySet | None = None) -> dict:
     """The training settings that make the adapter. Left out: the memory budget (it changes how a step
     is split into micro-batches, not what it computes), `sft_args` options that only log or publish,
-    and an empty `sft_args`, so that runs trained before it existed keep their fingerprint."""
-    key = {k: v for k, v in to_dict(cfg).items() if k != "memory_budget_gib"}
+    and an empty `sft_args`, so that runs trained before it existed keep their fingerprint; `replay` only
+    where the adapter trains with replay samples (then with their fingerprint), so that replay off
+    changes no fingerprint."""
+    key = {k: v for k, v in to_dict(cfg).items() if k not in ("memory_budget_gib", "replay")}
+    if replay is not None and cfg.replay.enabled:
+        key["replay"] = {**to_dict(cfg.replay), "samples_fingerprint": replay.fingerprint}
     key["sft_args"] = {k: v for k, v in cfg.sft_args.items() if k not in SFT_ARGS_NOT_FINGERPRINTED}
     if not key["sft_args"]:
         del key["sft_args"]
     return key
 
 
-def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
+def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None,
+                replay: ReplaySet | None = None) -> str:
+    """Train `method`'s adapter on `rows` (with `replay` samples where given); returns its path."""
     train_cfg = train_cfg or run.cfg.train
     out = run.layout.adapter_dir(method)
-    inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
+    inputs = {"model": run.model_id, "train": train_key(train_cfg, replay), "targets": select_fp}
     own = get_method(method)
     if own:
         inputs[method] = to_dict(getattr(run.cfg, method))
@@ -428,7 +435,7 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
         if own:
             stats = own.trainer()(run.model_path, run.cfg.model, train_cfg, getattr(run.cfg, method), rows, out)
         else:
-            stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
+            stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out, replay)  # every rank: DDP/FSDP/ZeRO
     release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
@@ -439,6 +446,17 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
     return str(out / "model")
+
+
+def stage_replay(run: Run, p: Plan) -> ReplaySet | None:
+    """The base model's replay samples (`train.replay`), drawn once through the generation backend at the
+    replay's temperature; None where the plan has none."""
+    if p.replay is None:
+        return None
+    stage = p.replay
+    gens, fp = generate(run, stage, lambda: Sampling(run.backend(), **stage.sampling_backend_args),
+                        base_model_key(run))
+    return ReplaySet(replay_messages(run.cfg.train.replay), [g["text"] for g in gens], fp)
 
 
 def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | None,
@@ -612,7 +630,9 @@ def _select(run: Run, p: Plan, made: Made) -> None:
 
 
 def _train(run: Run, p: Plan, made: Made) -> None:
-    made.adapters = {m: stage_train(run, m, rows, fp) for m, (rows, _, fp) in made.selected.items()}
+    replay = stage_replay(run, p)  # methods with their own trainer (opsd) take no replay
+    made.adapters = {m: stage_train(run, m, rows, fp, replay=None if get_method(m) else replay)
+                     for m, (rows, _, fp) in made.selected.items()}
     made.controls = stage_controls(run, p)  # none where the meter does not run
 
 

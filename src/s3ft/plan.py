@@ -6,7 +6,8 @@
 Every prompt a run sends is built here, by one function per kind: the base model's answers to the
 training rows (and, for best-of-k, its extra samples where an answer was rejected), its paraphrases of gold answers (which rows depends on the answers' verdicts, so the
 plan gives them for any verdicts, or for none: every row that may need one), each evaluated model's
-answers to the test rows, and the forgetting meter's instruction probe. Training rows with gold
+answers to the test rows, the forgetting meter's instruction probe, and the replay samples
+(`train.replay`, built in `s3ft.replay`). Training rows with gold
 targets (sft's selection, the planted control's rows) are built here too; the other methods' rows
 come from selection, which needs the verdicts.
 """
@@ -21,7 +22,9 @@ from .artifacts import fingerprint
 from .backends import GenRequest
 from .forgetting import drift, meter
 from .layout import RunLayout
-from .config import RunConfig
+from .config import ReplayConfig, RunConfig
+from .methods import get_method
+from .replay import replay_requests
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
@@ -95,6 +98,9 @@ class Plan:
     """Own answers per row (`generation.self_samples`) where a method uses extra samples, else 1."""
     sampling: dict | None = None
     """The extra samples' decoding: temperature, top_p and seed (None where there are none)."""
+    replay: GenStage | None = None
+    """The base model's replay samples (`train.replay`), drawn before training; None where replay is off, no
+    method trains through `s3ft.train`, or the run stops before training."""
 
     def self_samples_stage(self, answer_correct: Mapping[str, bool] | None = None) -> GenStage | None:
         """Best-of-k: `self_samples - 1` sampled answers to every row whose greedy answer was rejected, with
@@ -149,6 +155,13 @@ def eval_stage(cfg: RunConfig, task: Task, label: str, test: list[Example]) -> G
                     cfg.eval.max_new_tokens or cfg.generation.max_new_tokens)
 
 
+def replay_stage(cfg: ReplayConfig, seed: int) -> GenStage:
+    """The replay samples (`train.replay`): they run to end of turn (no task stop strings), sampled with the
+    replay's temperature and top_p from `generation.seed` (`seed`), never `train.seed`."""
+    return GenStage(str(REL.replay_samples), replay_requests(cfg), cfg.max_new_tokens, task_stops=False,
+                    sampling={"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": seed})
+
+
 def requests_key(requests: list[GenRequest]) -> str:
     """The fingerprint of a generation stage's requests (part of its artifact's inputs)."""
     return fingerprint([[r.id, r.messages, r.prefill] for r in requests])
@@ -193,6 +206,9 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
     k = _samples_k(cfg)
     sampling = {"temperature": gen.self_sample_temperature, "top_p": gen.self_sample_top_p,
                 "seed": gen.seed} if k > 1 else None
+    replay = None
+    if cfg.train.replay.enabled and "train" in stages and any(get_method(m) is None for m in cfg.methods):
+        replay = replay_stage(cfg.train.replay, gen.seed)
     return Plan(stages, task, train, test, list(cfg.methods),
                 GenStage(str(REL.answers), answer_requests(task, train), gen.max_new_tokens),
-                evals, probe, prompts, controls, gen.max_new_tokens, k, sampling)
+                evals, probe, prompts, controls, gen.max_new_tokens, k, sampling, replay)

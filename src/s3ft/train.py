@@ -25,6 +25,7 @@ from .errors import S3FTError
 from .memory import MemoryPlan, meta_model_shape, plan_training
 from .models import load_tokenizer, pick_device, pick_dtype
 from .progress import console
+from .replay import ReplaySet
 
 
 def to_sft_dataset(rows: list[dict]):
@@ -54,7 +55,8 @@ def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengt
 
 
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
-                  max_steps: int | None = None):
+                  max_steps: int | None = None, replay: ReplaySet | None = None):
+    """TRL's SFTTrainer on `rows`; with `replay` (and `cfg.replay` on), `replay.trainer.ReplayTrainer`."""
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -71,8 +73,13 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
                               max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
-                         peft_config=lora_config(cfg))
+    kwargs = dict(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
+                  peft_config=lora_config(cfg))
+    if replay is not None and cfg.replay.enabled:
+        from .replay.trainer import ReplayTrainer  # imports TRL
+        trainer = ReplayTrainer(**kwargs, replay=replay.encoded(tok, cfg.max_length), replay_cfg=cfg.replay)
+    else:
+        trainer = SFTTrainer(**kwargs)
     trainer.s3ft_memory_plan = plan
     return trainer
 
@@ -168,10 +175,12 @@ def latest_checkpoint(folder: Path, remove_incomplete: bool) -> Path | None:
     return None
 
 
-def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path) -> dict:
-    """Train on `rows` ({messages, target}); save the adapter (or full model) to `out_dir/model`."""
+def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
+          replay: ReplaySet | None = None) -> dict:
+    """Train on `rows` ({messages, target}), with `replay` samples where given; save the adapter (or full
+    model) to `out_dir/model`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(model_path, model_cfg, cfg, rows, out_dir)
+    trainer = build_trainer(model_path, model_cfg, cfg, rows, out_dir, replay=replay)
     sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled
                                           and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3)
     if cfg.lora and cfg.merge and sharded:  # PEFT cannot merge into sharded weights
@@ -183,7 +192,7 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
     tokens = round(sum(min(len(ids), cfg.max_length) for ids in trainer.train_dataset["input_ids"]) * cfg.epochs)
     return {**loss_stats(trainer, result), "rows": len(rows), "tokens": tokens,
             "runtime_s": result.metrics.get("train_runtime"),
-            "memory_plan": dataclasses.asdict(trainer.s3ft_memory_plan)}
+            "memory_plan": dataclasses.asdict(trainer.s3ft_memory_plan), **replay_stats(trainer)}
 
 
 def train_and_save(trainer, cfg: TrainConfig, out_dir: Path, before_save: Callable[[Any], None] | None = None):
@@ -220,3 +229,12 @@ def loss_stats(trainer, result) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
             "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step}
+
+
+def replay_stats(trainer) -> dict:
+    """What a replaying trainer replayed: samples, tokens, first and last logged KL; {} for the others."""
+    if not hasattr(trainer, "replay_rows"):
+        return {}
+    kls = [h["replay_kl"] for h in trainer.state.log_history if "replay_kl" in h]
+    return {"replay": {"samples": len(trainer.replay_rows), "tokens": trainer.replay_tokens,
+                       "first_logged_kl": kls[0] if kls else None, "last_logged_kl": kls[-1] if kls else None}}
