@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 from .artifacts import fingerprint
-from .backends import GenRequest, render_prompt
+from .backends import GenRequest, render_prompt, resolve_engine
 from .compare import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
@@ -173,6 +173,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     except (OSError, ValueError) as e:  # e.g. a served model whose tokenizer is not available here
         raise S3FTError(f"model.name_or_path: cannot load the tokenizer of {path} to count tokens: {e}") from None
     gen, ws = cfg.generation, world_size()
+    backend = resolve_engine(gen, cfg.model)["backend"]  # `auto` prices the engine the run will use
     eval_new = cfg.eval.max_new_tokens or gen.max_new_tokens
     shape, elem = _shape(cfg, path)
 
@@ -189,7 +190,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     seq_gold = _sequence_lengths(tok, gold_rows)
 
     measured = None
-    if probe and gen.backend == "hf" and train:
+    if probe and backend == "hf" and train:
         measured = _probe(cfg, task, judge, path, tok, train, answers.requests, para_stage.requests, gold_rows)
     lengths = _expected_lengths(cfg, measured, gold_train, gold_test, gen.max_new_tokens, eval_new)
 
@@ -258,7 +259,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
     untimed = [k for k, s in stages.items() if measured and s.get("est_s") is None and s.get("rows")]
     untimed += [s["untimed_part"] for s in stages.values() if measured and s.get("untimed_part")]
-    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": gen.backend,
+    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": backend,
            "world_size": ws, "stages": stages, "total_est_s": round(sum(known), 1) if measured else None,
            "untimed": untimed, "probe": measured}
     if measured:

@@ -9,6 +9,7 @@ with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Gene
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
@@ -106,7 +107,10 @@ def resolve_engine(gen_cfg, model_cfg) -> dict:
     it runs on this device, else hf), and the dtype `model.dtype` resolves to on this device."""
     from ..models import pick_device, pick_dtype
     name = gen_cfg.backend
-    if name == "auto":
+    if name == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name, reason = "hf", ("several processes (accelerate launch): each generates its share with hf; vLLM "
+                              "runs in one process (generation.engine_args.tensor_parallel_size for several GPUs)")
+    elif name == "auto":
         ok, why = vllm_on_this_device(model_cfg.device)
         name, reason = ("vllm", why) if ok else ("hf", why)
     else:
