@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,6 +13,7 @@ import typer
 
 from .backends import backend_names
 from .compare import CompareOptions, compare as compare_fn
+from .compare.contrasts import headline
 from .forgetting.lm_eval_bridge import GeneralEvalConfig
 from .checks import load_checked_config
 from .cost import estimate, format_estimate
@@ -20,7 +23,7 @@ from .methods import OWN_TRAINER
 from .pipeline import run_pipeline
 from .strategies import STRATEGIES
 from .sweep import parse_seeds, run_sweep
-from .tasks import task_names
+from .tasks import args_table, task_class, task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune LLMs on their own correct answers (SSR / S3FT) so they forget less.")
@@ -134,7 +137,8 @@ def parse_limit(text: str | None) -> int | dict[str, int] | None:
 
 def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
              output: Path | None, no_general: bool, batch_size: int, device: str, dtype: str, max_gen_toks: int | None,
-             audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None) -> Path:
+             audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None,
+             contrasts: list[str] | None = None) -> Path:
     general = None
     if not no_general:
         kw = {"tasks": benchmarks} if benchmarks else {}
@@ -145,9 +149,11 @@ def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, se
         get_judge(audit_judge)  # unknown name: fail before any work
     opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
                           forgetting=not no_forgetting, audit_judge=None if audit_judge == "none" else audit_judge,
-                          cache_dir=str(cache_dir) if cache_dir else None)
+                          cache_dir=str(cache_dir) if cache_dir else None, contrasts=list(contrasts or []))
     out = output or Path(run_dirs[0]) / "compare"
-    compare_fn(run_dirs, general, out, opts)
+    data = compare_fn(run_dirs, general, out, opts)
+    for line, sentence in headline(data["contrasts"]):
+        typer.echo(f"{line}\n  {sentence}")
     return out
 
 
@@ -170,16 +176,21 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (sa
             max_gen_toks: Optional[int] = typer.Option(None, "--max-gen-toks", help="Token cap of generative "
                                                        "benchmarks (gsm8k, ifeval); default: lm-eval's."),
             audit_judge: str = typer.Option("auto", "--audit-judge",
-                                            help="Second judge for the audit (a registered judge; 'none' to skip)."),
+                                            help="Second judge for the audit: a registered judge; 'none' to skip; "
+                                            "'auto': one that grades the task's answers another way, or no audit "
+                                            "(the report says why) where none is registered."),
             audit_size: int = typer.Option(50, "--audit-size", help="Rows re-judged by the audit."),
             no_nll: bool = typer.Option(False, "--no-nll", help="Skip the target-NLL statistic and histogram."),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Do not read the runs' forgetting meter."),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                                     help="General-eval cache (default: <output>/cache).")):
+                                                     help="General-eval cache (default: <output>/cache)."),
+            contrast: Optional[List[str]] = typer.Option(None, "--contrast", help="Also contrast method A with B, "
+                                                         "e.g. --contrast s3ft-ssr (repeatable); every method is "
+                                                         "contrasted with sft anyway.")):
     """Compare base and fine-tuned models: in-domain gains vs forgetting, with CIs (seeds pooled)."""
     try:
         out = _compare(run_dirs, benchmarks, limit, seed, data_dir, output, no_general, batch_size, device, dtype,
-                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir)
+                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir, contrast)
     except S3FTError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -213,13 +224,33 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
 
 
 @app.command()
-def tasks():
-    """List registered tasks, judges, strategies, methods and backends."""
-    typer.echo("tasks:      " + ", ".join(task_names()))
+def tasks(name: Optional[str] = typer.Argument(None, help="A task: print its answer type, judge and options.")):
+    """List registered tasks, judges, strategies, methods and backends; with NAME, one task's options."""
+    if name is not None:
+        try:
+            typer.echo(describe_task(name))
+        except S3FTError as e:
+            _fail(e)
+        return
+    typer.echo("tasks:      " + ", ".join(task_names()) + "  (`s3ft tasks NAME`: a task's options)")
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
     typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")
     typer.echo("backends:   " + ", ".join(backend_names()))
+
+
+def describe_task(name: str) -> str:
+    """A task's summary, answer type, default judge and options (name, type, default, docstring)."""
+    cls = task_class(name)
+    doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().split("\n\n")[0]
+    answer = cls.answer_type or "set by data.task_args.answer_type (number, short, free, code)"
+    judge = cls.judge if cls.answer_type else "follows the answer type (number: math, short: qa, free: llm, code: code)"
+    lines = [f"task {name}: {' '.join(doc.split())}", f"answer type: {answer}", f"judge: {judge} (judge.name overrides it)",
+             "options (data.task_args):" if dataclasses.fields(cls.args_type) else "options: none"]
+    for key, tp, default, text in args_table(cls.args_type):
+        lines.append(f"  {key}: {tp} = {default}")
+        lines += [f"      {line}" for line in textwrap.wrap(text, 96)]
+    return "\n".join(lines)
 
 
 def main() -> None:  # pragma: no cover
