@@ -33,7 +33,9 @@ from ...config import ModelConfig, TrainConfig
 from ...errors import S3FTError
 from ...models import load_tokenizer
 from ...progress import console
-from ...train import latest_checkpoint, lora_config, training_device
+from ...memory import MemoryPlan
+from ...train import (loss_stats, lora_config, memory_plan, train_and_save, training_arguments,
+                      training_device)
 from .config import OPSDConfig
 
 
@@ -86,6 +88,18 @@ def step_shape(cfg: TrainConfig, opsd: OPSDConfig, rows: int) -> tuple[int, int]
     return cfg.batch_size, cfg.grad_accum
 
 
+def opsd_memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, tok,
+                     rows: list[dict]) -> MemoryPlan:
+    """`train.memory_plan` for opsd's steps: each completion is the student's prompt plus up to
+    `max_completion_length` sampled tokens, whose whole logits the student and the teacher hold."""
+    batch, accum = step_shape(cfg, opsd, len(rows))
+    prompts = [len(ids) for ids in tok([tok.apply_chat_template(r["messages"], tokenize=False,
+                                                                add_generation_prompt=True) for r in rows],
+                                       add_special_tokens=False)["input_ids"]] if rows else []
+    return memory_plan(model_path, model_cfg, cfg, [p + opsd.max_completion_length for p in prompts],
+                       batch_size=batch, grad_accum=accum, full_logits_row=opsd.max_completion_length)
+
+
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
                   out_dir: Path, max_steps: int | None = None) -> OPSDTrainer:
     from transformers import AutoModelForCausalLM
@@ -96,30 +110,15 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     device, dtype, on_gpu = training_device(model_cfg)
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     batch, accum = step_shape(cfg, opsd, len(rows))
+    plan = opsd_memory_plan(model_path, model_cfg, cfg, opsd, tok, rows)
     fields = {f.name for f in dataclasses.fields(SDFTConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     # train.sft_args options that SDFTConfig also has (TrainingArguments': weight_decay, lr_scheduler_type...)
     # apply here too; SFT-only ones (dataset_text_field...) mean nothing to this trainer.
-    extra = {k: v for k, v in cfg.sft_args.items() if k in fields}
-    defaults = dict(lr_scheduler_type="cosine", save_total_limit=1, report_to="none", dataloader_num_workers=0,
-                    logging_steps=max(1, math.ceil(len(rows) * opsd.generations_per_row / (batch * accum) / 5)),
-                    ddp_find_unused_parameters=False)
-    args = SDFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accum,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        **{ckpt: cfg.gradient_checkpointing},
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-        use_cpu=not on_gpu,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+    options = {k: v for k, v in cfg.sft_args.items() if k in fields}
+    args = training_arguments(
+        SDFTConfig, cfg, model_cfg, out_dir, batch=plan.micro_batch, accum=plan.grad_accum,  # same completions per step
+        logging_steps=max(1, math.ceil(len(rows) * opsd.generations_per_row / (batch * accum) / 5)),
+        max_steps=max_steps, gradient_checkpointing=plan.gradient_checkpointing, options=options,
         disable_dropout=False,  # train.lora_dropout applies, as it does for the other methods
         max_prompt_length=cfg.max_length - opsd.max_completion_length,
         max_completion_length=opsd.max_completion_length,
@@ -132,12 +131,18 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
         teacher_model_kind=opsd.teacher,
         teacher_update_rate=opsd.teacher_update_rate,
         num_loss_tokens_to_skip=opsd.loss_tokens_to_skip,
-        **{**defaults, **extra},
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
-    return OPSDTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tok,
-                       peft_config=lora_config(cfg))
+    trainer = OPSDTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tok,
+                          peft_config=lora_config(cfg))
+    trainer.s3ft_memory_plan = plan
+    return trainer
+
+
+def _drop_teacher(model) -> None:
+    if "teacher" in getattr(model, "peft_config", {}):  # the `ema` teacher's adapter: not part of the result
+        model.delete_adapter("teacher")
 
 
 def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
@@ -145,27 +150,11 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDC
     """Train on `rows` (train_opsd.jsonl); save the adapter (or full model) to `out_dir/model`; return the stats."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(model_path, model_cfg, cfg, opsd, rows, out_dir)
-    ckpt = latest_checkpoint(out_dir / "checkpoints", remove_incomplete=trainer.is_world_process_zero())
-    if ckpt:
-        console.print(f"resuming training from {ckpt}", soft_wrap=True)
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if "teacher" in getattr(model, "peft_config", {}):  # the `ema` teacher's adapter: not part of the result
-        model.delete_adapter("teacher")
-    final = out_dir / "model"
-    trainer.save_model(str(final))
-    if not trainer.is_world_process_zero():
+    result = train_and_save(trainer, cfg, out_dir, before_save=_drop_teacher)
+    if result is None:
         return {}
-    trainer.processing_class.save_pretrained(str(final))
-    if cfg.lora and cfg.merge:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(out_dir / "merged"))
-        trainer.processing_class.save_pretrained(str(out_dir / "merged"))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     s = trainer.sampled
-    return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
-            "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-            "rows": len(rows), "tokens": s.prompt_tokens + s.completion_tokens,
+    return {**loss_stats(trainer, result), "rows": len(rows), "tokens": s.prompt_tokens + s.completion_tokens,
             "runtime_s": result.metrics.get("train_runtime"),
             "generations": s.completions, "generations_per_row": round(s.completions / len(rows), 3) if rows else 0.0,
             "generated_tokens": s.completion_tokens, "sampling_s": round(s.seconds, 3)}
