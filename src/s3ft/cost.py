@@ -298,6 +298,7 @@ def _total(ctx: _Pricing, stages: dict[str, dict]) -> dict:
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
     untimed = [k for k, s in stages.items() if measured and s.get("est_s") is None and s.get("rows")]
     untimed += [s["untimed_part"] for s in stages.values() if measured and s.get("untimed_part")]
+    backend = resolve_engine(cfg.generation, cfg.model)["backend"]  # `auto` prices the engine the run will use
     est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": backend,
            "world_size": ctx.ws, "stages": stages, "total_est_s": round(sum(known), 1) if measured else None,
            "untimed": untimed, "probe": measured}
