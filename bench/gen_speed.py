@@ -7,15 +7,14 @@ in one run. llama.cpp serves the GGUF file itself (Q4_1 weights, its own kernels
 sides run the de-quantized model in the config's dtype. Prints the ratios of wall times
 and tokens/s; `--json` writes the figures. The batched sides take well under a minute, so they
 run `--repeats` times, alternating, after one full-size warm-up run (the first full batch pays
-allocation and first-call costs, and on CUDA captures the decode graphs), and report the min and
+allocation and first-call costs), and report the min and
 median (run to run this VM varies by ~10%); the naive loop (7 min) and llama.cpp run once, over
 many prompts in a row (`--naive-n` of them: its tokens/s is what is compared). A last side has
 llama.cpp batch the prompts itself (`llamacpp_batched.py`, its low-level API), to show what
 its engine reaches here when it is not answering one prompt at a time.
 
-On CUDA the backend decodes with CUDA graphs (`generation.cuda_graphs`); a side with them off
-gives today's eager path for comparison. `steps` times one decode step at each batch size, for
-the static step (graph-replayed on CUDA) and for an eager forward, next to the step's floor:
+The HF backend against vLLM: `engines.py`. `steps` times one decode step at each batch size
+(an eager forward), next to the step's floor:
 the weights' bytes over the memory bandwidth a device-to-device copy reaches in the same run.
 `--shape` times a random-weight model of a real model's shape (`shapes.py`), no weights needed:
 
@@ -26,7 +25,6 @@ the weights' bytes over the memory bandwidth a device-to-device copy reaches in 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -39,7 +37,6 @@ from emit import emit, peak_rss_mib
 from s3ft.backends import GenRequest, render_prompt
 from s3ft.backends.hf import HFBackend
 from s3ft.backends.hf_decode import growing_cache
-from s3ft.backends.hf_graph import buckets
 from s3ft.config import load_config
 from s3ft.models import load_model, load_tokenizer, materialize, resolve
 from s3ft.tasks import get_task
@@ -111,25 +108,11 @@ def weight_bytes_per_step(model) -> int:
 
 @torch.inference_mode()
 def step_times(backend, prompt_ids: list[int], sizes: list[int], steps: int) -> dict[int, dict]:
-    """Seconds per decode step at each batch size: the static step (if the backend built one), and an
-    eager forward over a growing cache holding `prompt_ids` (generate's step without its bookkeeping)."""
+    """Seconds per decode step at each batch size: an eager forward over a growing cache holding
+    `prompt_ids` (generate's step without its bookkeeping)."""
     model, device, out = backend.model, backend.model.device, {}
-    dec = backend._static
     for b in sizes:
         row: dict = {}
-        if dec is not None and b <= dec.capacity:
-            b_static = next(x for x in buckets(dec.capacity) if x >= b)
-            dec.free(list(range(dec.capacity)))
-            for _ in range(2):  # captures the bucket's graph if the run did not
-                dec.step(b_static)
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                dec.step(b_static)
-            sync(device)
-            row["static_s"] = (time.perf_counter() - t0) / steps
-            row["static_bucket"] = b_static
-            dec.free(list(range(dec.capacity)))
         cache = growing_cache(model)
         ids = torch.tensor([prompt_ids] * b, device=device)
         nxt = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
@@ -163,12 +146,8 @@ def main() -> dict:
     ap.add_argument("--tokenizer", default=os.environ.get("S3FT_TEST_TOKENIZER"),
                     help="tokenizer directory for --shape (default: $S3FT_TEST_TOKENIZER, else the demo model's)")
     ap.add_argument("--naive-n", type=int, default=None, help="prompts for the naive loop (default: all)")
-    ap.add_argument("--eager-repeats", type=int, default=1,
-                    help="timed runs with CUDA graphs off (today's eager path), where the backend uses them")
     ap.add_argument("--step-sizes", default="1,8,16,32,64", help="batch sizes of the per-step timings")
     ap.add_argument("--step-count", type=int, default=32, help="decode steps timed per batch size")
-    ap.add_argument("--static", action="store_true",
-                    help="the static-cache decode path even off CUDA (there its step runs eagerly)")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16 on a GPU")
     ap.add_argument("--skip-llamacpp", action="store_true", help="leave out the llama.cpp server side")
@@ -193,12 +172,10 @@ def main() -> dict:
     path = materialize(cfg.model)
     tok = load_tokenizer(path)
     model = load_model(path, cfg.model)
-    cfg.generation.cuda_graphs = True  # the s3ft side measures the graph path (on CUDA); the eager one beside it
     backend = HFBackend(path, cfg.model, cfg.generation, model=model, tokenizer=tok)
-    backend.static_decode = backend.static_decode or args.static
     max_new = cfg.generation.max_new_tokens
 
-    # Warm-up at full size: allocation, first calls and (on CUDA) graph capture are not throughput.
+    # Warm-up at full size: allocation and first calls are not throughput.
     batched(backend, requests, max_new)
     stop_runs, plain_runs = [], []
     for _ in range(args.repeats):
@@ -206,13 +183,6 @@ def main() -> dict:
         plain_runs.append(batched(backend, requests, max_new))  # batching alone, no early stop
     b, plain = summary_of(stop_runs), summary_of(plain_runs)
     b_wall = b["wall_s"]
-    eager = None
-    if backend.static_decode and args.eager_repeats:  # today's path, on the same model and prompts
-        eager_backend = HFBackend(path, cfg.model, dataclasses.replace(cfg.generation, cuda_graphs=False),
-                                  model=model, tokenizer=tok)
-        batched(eager_backend, requests[:cfg.generation.batch_size], max_new)
-        eager = summary_of([batched(eager_backend, requests, max_new, task.answer_complete)
-                            for _ in range(args.eager_repeats)])
     device = model.device
     bandwidth = copy_bandwidth(device, 2048 if device.type == "cuda" else 256)
     floor_s = weight_bytes_per_step(model) / bandwidth
@@ -220,11 +190,8 @@ def main() -> dict:
     sizes = [int(x) for x in args.step_sizes.split(",") if int(x) <= cfg.generation.batch_size]
     steps = {}  # batch size -> per-step ms and fraction of the floor, per side
     for size, row in step_times(backend, first_ids, sizes, args.step_count).items():
-        steps[size] = {"static_bucket": row.get("static_bucket")}
-        for side in ("static", "eager"):
-            if f"{side}_s" in row:
-                steps[size][f"{side}_ms"] = round(row[f"{side}_s"] * 1000, 3)
-                steps[size][f"{side}_fraction_of_floor"] = round(floor_s / row[f"{side}_s"], 3)
+        steps[size] = {"eager_ms": round(row["eager_s"] * 1000, 3),
+                       "eager_fraction_of_floor": round(floor_s / row["eager_s"], 3)}
     naive_requests = requests[:args.naive_n] if args.naive_n else requests
     n_wall, n_tok = naive(model, tok, naive_requests, max_new, backend.eos_ids)
     gguf = resolve(cfg.model)
@@ -244,12 +211,9 @@ def main() -> dict:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(), "prompts": len(requests), "max_new_tokens": max_new,
-        "batch_size": cfg.generation.batch_size, "cuda_graphs": backend.static_decode and device.type == "cuda",
-        "static_decode": backend.static_decode, "repeats": args.repeats,
+        "batch_size": cfg.generation.batch_size, "repeats": args.repeats,
         "s3ft_hf": b,
         "s3ft_hf_without_answer_stop": plain,
-        **({"s3ft_hf_eager": eager,
-            "speedup_vs_eager_tokens_per_s": round(b["tokens_per_s"] / eager["tokens_per_s"], 2)} if eager else {}),
         "naive_loop": {"wall_s": round(n_wall, 2), "prompts": len(naive_requests), "tokens": n_tok,
                        "tokens_per_s": round(n_rate, 1)},
         # Ratios of tokens/s: the naive loop may run on fewer prompts (`--naive-n`).
@@ -268,13 +232,11 @@ def main() -> dict:
     }
     summary = (f"s3ft HF backend: {b['tokens_per_s']} tokens/s (median of {args.repeats}, best "
                f"{b['max_tokens_per_s']}), {result['speedup_tokens_per_s']}x the naive loop's {n_rate:.1f}")
-    if eager:
-        summary += f", {result['speedup_vs_eager_tokens_per_s']}x the eager path's {eager['tokens_per_s']}"
     summary += f"\nper decode step (the bandwidth floor: {floor_s * 1000:.3f} ms):"
     for size, row in steps.items():
         summary += f"\n  batch {size}: " + ", ".join(
             f"{side} {row[side + '_ms']} ms ({row[side + '_fraction_of_floor']} of the floor)"
-            for side in ("static", "eager") if side + "_ms" in row)
+            for side in ("eager",))
     if lc:
         summary += (f"\nand {result['speedup_vs_llamacpp']}x faster than llama.cpp's server answering one prompt "
                     f"at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")

@@ -35,12 +35,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.
 
 step install 40 "$PY" -m pip install --no-index --no-deps --target "$DEPS" "$WHEELS"/*.whl
 step test_cuda 90 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider
-# Generation: 256 prompts x 256 new tokens at batch 64; the naive loop on 4 prompts (its tokens/s).
-for shape in 1.5b 135m; do
-  step "gen_speed_$shape" 120 "$PY" bench/gen_speed.py --shape "$shape" --dtype bfloat16 --n 256 \
-    --max-new-tokens 256 --batch-size 64 --repeats 3 --naive-n 4 --skip-llamacpp --step-sizes 1,8,16,32,64 \
-    --json "$OUT/gen_speed_$shape.json"
-done
+# vLLM (the CUDA `vllm` wheel, where the machine has it): the backend's tests, then HF vs vLLM on the demo's
+# prompts at bf16 (the figures users on a GPU get); skipped with a note where vLLM is missing.
+if "$PY" -c "import vllm" 2>/dev/null; then
+  step test_vllm 150 "$PY" -m pytest tests/test_vllm_backend.py -q -rs -p no:cacheprovider
+  step engines_135m 120 "$PY" bench/engines.py --device cuda --dtypes bfloat16 --n 48 --threads 4 \
+    --json "$OUT/engines_smollm2.json"
+else
+  echo "vllm: not installed here, its tests and bench skipped" | tee -a "$OUT/steps.txt"
+fi
 step train_speed_1.5b 100 "$PY" bench/train_speed.py --shape 1.5b --dtype bfloat16 --rows 48 --repeats 3 \
   --json "$OUT/train_speed_1.5b.json"
 cat "$OUT/steps.txt"

@@ -70,4 +70,15 @@ def run_overrides(tiny_model_dir, tmp_path):
             "data.task=arithmetic", "data.train_limit=12", "data.test_limit=8",
             "generation.max_new_tokens=12", "generation.batch_size=4",
             "train.epochs=1", "train.batch_size=4", "train.max_length=256", "train.save_steps=2",
-            "forgetting.enabled=false"]  # tests of the meter turn it on with small probes
+            "forgetting.enabled=false",  # tests of the meter turn it on with small probes
+            "generation.backend=hf"]  # `auto` would pick vLLM where installed; test_vllm_backend runs it
+
+
+@pytest.fixture(autouse=True)
+def auto_backend_is_hf(monkeypatch):
+    """`generation.backend: auto` resolves to hf in tests, as on a machine without vLLM: the shared tiny
+    model's head size (8) has no vLLM kernel, and an engine takes tens of seconds to start.
+    tests/test_vllm_backend.py runs vLLM itself, and `auto`'s choice with vLLM present."""
+    import s3ft.backends
+    monkeypatch.setattr(s3ft.backends, "vllm_on_this_device",
+                        lambda device="auto": (False, "vLLM left out of `auto` in tests (tests/conftest.py)"))

@@ -216,7 +216,8 @@ def test_config_example_and_errors(tmp_path, monkeypatch):
 # --- a real llama.cpp server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama_url():
-    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (the dev extra)")
+    pytest.importorskip("llama_cpp.server",
+                        reason="needs llama-cpp-python[server] (the test extra; `make test` installs it)")
     with serve_gguf(smollm2_gguf(), n_ctx=2048, alias="smollm2") as url:
         yield url
 

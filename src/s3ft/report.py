@@ -36,6 +36,7 @@ def write_summary(run, results: dict[str, EvalResult], select_stats: dict[str, S
         "answer_formats_by_method": {m: s["answer_formats_by_source"] for m, s in select_stats.items()
                                      if "answer_formats_by_source" in s},
         "forgetting": forgetting,
+        "engine": getattr(run, "engine", None),  # generation backend, why it was chosen, resolved dtype
         "cost": {"total_wall_s": round(wall_s, 1), "stages": run.cost},
         "estimate": estimate,
         "config": to_dict(run.cfg),

