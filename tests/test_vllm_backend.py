@@ -228,8 +228,9 @@ def test_run_resumes_after_kill_9_and_writes_the_hf_backends_artifacts(vllm_mode
     # One engine for the whole resumed run: it loads for its first stage and serves the adapter after training.
     stages = summary["cost"]["stages"]
     loads = {s: c["load_s"] for s, c in stages.items() if "load_s" in c}
-    assert loads["generate:s3ft"] == loads["generate:probe_responses"] == 0, loads
-    assert sum(v > 0 for v in loads.values()) == 1, loads
+    # (an engine start takes seconds; serving an adapter from the running engine, a few milliseconds)
+    assert loads["generate:s3ft"] < 1 and loads["generate:probe_responses"] < 1, loads
+    assert sum(v >= 1 for v in loads.values()) == 1, loads
 
 
 # --- the child-process protocol, with a stand-in engine --------------------------
