@@ -474,6 +474,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 defaults: dict | None = None) -> RunConfig:
+    """The run config from a YAML file (None: the defaults) with `--set`-style `overrides` on top, e.g.
+    ["train.lora_r=16", "methods=[sft, s3ft]"]; `defaults`: a mapping beneath the file. Unknown keys,
+    ill-typed and out-of-range values raise S3FTError naming the file and line, or `--set`, and the key."""
     data: dict = dict(defaults or {})
     where = "config"
     if path is not None:
