@@ -39,6 +39,11 @@ def test_schema_lists_every_key_with_type_default_and_docstring():
     assert "## `judge.args` of `code`" in text and "| `judge.args.timeout_s` | float | `10.0` |" in text
 
 
+def test_every_config_key_has_a_docstring():
+    undocumented = [k.name for s in sections() for k in s.keys if not k.doc]
+    assert not undocumented, f"config keys without a docstring (write one under the field): {undocumented}"
+
+
 @dataclass
 class _ReplayLike:
     """A section added later."""

@@ -34,6 +34,7 @@ class ModelConfig:
     device: str = "auto"
     """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
     trust_remote_code: bool = False
+    """Let transformers run the model repo's own Python code (models not built into transformers)."""
 
 
 @dataclass
@@ -47,6 +48,7 @@ class DataConfig:
     test_limit: int | None = None
     """Evaluate on at most this many test rows (a seeded sample)."""
     seed: int = 0
+    """Seed of the `train_limit` / `test_limit` samples."""
     task_args: dict = field(default_factory=dict)
     """Task-specific options, e.g. for `jsonl`: train/test file paths, field mapping, judge."""
 
@@ -89,6 +91,8 @@ class GenerationConfig:
     backend: str = "hf"
     """Generation backend from the registry: `hf` (transformers), `vllm` (GPU), `openai` (a server)."""
     max_new_tokens: int = 320
+    """Length cap of the base model's answers and paraphrases (and of evaluation, unless `eval.max_new_tokens`);
+    a generation that reaches it is never accepted by a judge."""
     batch_size: int = 32
     """Upper bound; the HF backend halves it on out-of-memory."""
     compact_batches: bool = True
@@ -103,7 +107,9 @@ class GenerationConfig:
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
+    """Nucleus-sampling mass, in (0, 1]; 1 = no cut (greedy decoding ignores it)."""
     seed: int = 0
+    """Sampling seed (best-of-k samples, temperature > 0); a sweep keeps it, so samples are seed-independent."""
     self_samples: int = 1
     """Own answers tried per training row: the greedy one and, where the judge rejects it, `self_samples - 1`
     sampled ones (rejection-sampling fine-tuning, Yuan et al. 2023). SSR and S3FT then train on an accepted
@@ -358,6 +364,7 @@ class ForgettingConfig:
 @dataclass
 class RunConfig:
     output_dir: str = "runs/default"
+    """The run directory: every artifact, the adapters, summary.json and report.md."""
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
     """Methods to train: the target-selection strategies `sft`, `ssr`, `s3ft`, `sdft`, and `opsd` (on-policy
     self-distillation, its own trainer)."""
