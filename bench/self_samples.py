@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 from s3ft.compare.runs import RunDir, model_path_of
-from s3ft.compare.target_nll import NLLScorer, target_nll
+from s3ft.compare.target_nll import target_nll
+from s3ft.forgetting.targets import NLLScorer
 from s3ft.config import load_config, to_dict
 from s3ft.pipeline import run_pipeline
 

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from s3ft.artifacts import read_jsonl
 from s3ft.cli import app
-from s3ft.compare import (CompareOptions, NLLScorer, aggregate_seeds, compare, encode_target, load_runs,
-                          target_nll)
+from s3ft.compare import CompareOptions, aggregate_seeds, compare, load_runs, target_nll
 from s3ft.config import load_config
 from s3ft.errors import S3FTError
-from s3ft.compare.lm_eval_bridge import GeneralEvalConfig, evaluate_general
+from s3ft.forgetting.lm_eval_bridge import GeneralEvalConfig, evaluate_general
+from s3ft.forgetting.targets import NLLScorer, encode_target
 from s3ft.pipeline import run_pipeline
 from s3ft.stats import mean_sd, paired_bootstrap_diff, stratified_paired_bootstrap
 

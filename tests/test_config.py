@@ -1,6 +1,7 @@
 import pytest
 
-from s3ft.config import SFT_ARGS_NOT_FINGERPRINTED, SFT_ARGS_REFUSED, load_config
+from s3ft.checks import load_checked_config as load_config
+from s3ft.config import SFT_ARGS_NOT_FINGERPRINTED, SFT_ARGS_REFUSED
 from s3ft.errors import S3FTError
 
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from s3ft.cli import app
 from s3ft.compare import CompareOptions, compare
-from s3ft.compare import drift, likelihood
-from s3ft.compare.records import Estimate
+from s3ft.forgetting import drift, likelihood
+from s3ft.forgetting.records import Estimate
 from s3ft.config import ModelConfig, load_config
 from s3ft.errors import S3FTError
 from s3ft.pipeline import run_pipeline

@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("lm_eval")
 torch = pytest.importorskip("torch")
 
-from s3ft.compare import lm_eval_bridge as ge  # noqa: E402
+from s3ft.forgetting import lm_eval_bridge as ge  # noqa: E402
 from s3ft.errors import S3FTError  # noqa: E402
-from s3ft.compare.lm_eval_bridge import (  # noqa: E402
+from s3ft.forgetting.lm_eval_bridge import (  # noqa: E402
     AdapterMismatchError,
     GeneralEvalConfig,
     evaluate_general,

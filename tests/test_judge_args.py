@@ -13,7 +13,7 @@ import pytest
 
 from s3ft.artifacts import read_jsonl
 from s3ft.backends import BACKENDS, Generation, register_backend
-from s3ft.config import load_config
+from s3ft.checks import load_checked_config as load_config
 from s3ft.errors import S3FTError
 from s3ft.judges import JUDGES, Judge, JudgeContext, Verdict, judge_args, register_judge
 from s3ft.judges.code import CodeJudge, CodeJudgeArgs

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from s3ft.artifacts import read_jsonl
 from s3ft.cli import app
-from s3ft.config import DataConfig, ModelConfig, TrainConfig, load_config
+from s3ft.checks import load_checked_config as load_config
+from s3ft.config import DataConfig, ModelConfig, TrainConfig
 from s3ft.errors import S3FTError
 from s3ft.methods.opsd import PAPER_TEMPLATE, OPSDConfig, select_rows, teacher_messages
 from s3ft.pipeline import run_pipeline

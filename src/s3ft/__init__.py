@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from . import methods  # noqa: E402,F401  (their config sections, before any config loads)
+
 _EXPORTS = {
-    "load_config": "config", "RunConfig": "config",
+    "load_config": "api", "RunConfig": "config",
     "run": "api", "select": "api",
     "TrainingRecord": "strategies", "Judged": "strategies", "Target": "strategies", "Reason": "strategies",
     "Needs": "strategies", "register_strategy": "strategies", "get_strategy": "strategies",
@@ -41,7 +43,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names above load lazily
-    from .api import run, select
-    from .config import RunConfig, load_config
+    from .api import load_config, run, select
+    from .config import RunConfig
     from .errors import S3FTError
     from .strategies import Judged, Needs, Reason, Target, TrainingRecord, get_strategy, register_strategy

@@ -13,13 +13,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_config, to_dict
+from .checks import load_checked_config
+from .config import RunConfig, to_dict
 from .errors import S3FTError
 from .methods import OWN_TRAINER
 from .strategies import Judged, Strategy, TrainingRecord, get_strategy
 
 
-# --- run ----------------------------------------------------------------------
+# --- load_config and run -------------------------------------------------------
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                defaults: Mapping | None = None) -> RunConfig:
+    """The run config from a YAML file (None: the defaults) with `--set`-style `overrides` on top, e.g.
+    ["train.lora_r=16", "methods=[sft, s3ft]"], checked as `s3ft run` checks it: unknown keys, ill-typed or
+    out-of-range values, unknown methods, judges or judge options raise S3FTError naming the file and line
+    (or `--set`) and the key. `defaults`: a mapping beneath the file."""
+    return load_checked_config(path, overrides, dict(defaults) if defaults is not None else None)
+
+
 def dotted(sections: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Keyword overrides as `--set` items: {"train": {"epochs": 1}} -> ["train.epochs=1"] (values as JSON,
     which YAML reads back unchanged)."""

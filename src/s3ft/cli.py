@@ -11,8 +11,8 @@ import typer
 
 from .backends import backend_names
 from .compare import CompareOptions, compare as compare_fn
-from .compare.lm_eval_bridge import GeneralEvalConfig
-from .config import load_config
+from .forgetting.lm_eval_bridge import GeneralEvalConfig
+from .checks import load_checked_config
 from .cost import estimate, format_estimate
 from .errors import S3FTError
 from .judges import get_judge, judge_names
@@ -46,7 +46,7 @@ def _load(config: Optional[Path], overrides: Optional[List[str]], data_dir: Opti
         extra.append(f"data.data_dir={data_dir}")
     if output:
         extra.append(f"output_dir={output}")
-    return load_config(config, extra)
+    return load_checked_config(config, extra)
 
 
 def _run(config, overrides, data_dir, output, force, until):

@@ -13,14 +13,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from .errors import S3FTError
-from .methods import OWN_TRAINER
-from .methods.opsd.config import OPSDConfig
-from .strategies import STRATEGIES
 
 
 @dataclass
@@ -304,7 +301,7 @@ class ForgettingConfig:
     """The forgetting meter: stage `forgetting`, after the in-domain evaluation.
 
     Every fine-tuned model is compared with the base model on probes that need no task labels
-    (see `s3ft.compare.drift`), optionally on labelled multiple-choice benchmarks through
+    (see `s3ft.forgetting.drift`), optionally on labelled multiple-choice benchmarks through
     lm-eval (accuracy and per-item likelihood deltas), and beside controls that show what the
     meter reads when nothing changed and when something clearly did.
     """
@@ -361,13 +358,25 @@ class ForgettingConfig:
             raise S3FTError(f"{section}.planted_lr_scale: must be > 0, got {self.planted_lr_scale}")
 
 
+SECTIONS: dict[str, type] = {}
+"""Config sections of the methods with a trainer of their own, by name (e.g. `opsd:`), in registration
+order: `register_section` fills it, config itself names none."""
+
+
+def register_section(name: str, cls: type, ranges: dict[str, str] | None = None) -> None:
+    """A top-level section `name:` built as the dataclass `cls` (defaults when absent), read as
+    `cfg.<name>`, dumped after the core sections; `ranges` ({field: rule}) join `RANGES`."""
+    SECTIONS[name] = cls
+    RANGES.update({f"{name}.{key}": rule for key, rule in (ranges or {}).items()})
+
+
 @dataclass
 class RunConfig:
     output_dir: str = "runs/default"
     """The run directory: every artifact, the adapters, summary.json and report.md."""
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
-    """Methods to train: the target-selection strategies `sft`, `ssr`, `s3ft`, `sdft`, and `opsd` (on-policy
-    self-distillation, its own trainer)."""
+    """Methods to train: target-selection strategies (`s3ft methods` lists them) and methods with a
+    trainer of their own."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -376,8 +385,17 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
-    opsd: OPSDConfig = field(default_factory=OPSDConfig)
-    """Method `opsd`: sampling and loss settings (its LoRA, optimiser and batch settings are `train`'s)."""
+    sections: dict = field(default_factory=lambda: {name: cls() for name, cls in SECTIONS.items()})
+    """The registered `SECTIONS`, by name: in YAML and in `to_dict` each is a top-level section."""
+
+    origin: ClassVar["Origins"]
+    """Where each key's value came from (set by `load_config`; not a field, so never dumped)."""
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not attributes: `cfg.<section>`
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -418,12 +436,16 @@ def _build(cls: type, data: dict, where: str) -> Any:
     if not isinstance(data, dict):
         raise S3FTError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    sections = SECTIONS if cls is RunConfig else {}
+    names = {f.name for f in dataclasses.fields(cls)} - ({"sections"} if cls is RunConfig else set()) | set(sections)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             prefix = f"{where}: " if where else ""
             raise S3FTError(f"{prefix}unknown key '{key}' (known: {', '.join(sorted(names))})")
+        if key in sections:
+            kwargs.setdefault("sections", {s: c() for s, c in sections.items()})[key] = _build(sections[key], value or {}, key)
+            continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{where}.{key}" if where else key)
@@ -514,7 +536,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
-    _check_values(cfg, _Origins(path, over))
+    cfg.origin = Origins(path, over)
+    _check_ranges(cfg, cfg.origin)
     return cfg
 
 
@@ -531,9 +554,6 @@ RANGES = {
     "train.epochs": "> 0", "train.batch_size": ">= 1", "train.grad_accum": ">= 1", "train.max_length": ">= 1",
     "train.warmup_ratio": "in [0, 1)", "train.save_steps": ">= 1", "train.memory_budget_gib": "> 0",
     "eval.max_new_tokens": ">= 1",
-    "opsd.generations_per_row": ">= 1", "opsd.temperature": "> 0", "opsd.top_p": "in (0, 1]",
-    "opsd.max_completion_length": ">= 1", "opsd.distillation_alpha": "in [0, 1]", "opsd.distillation_topk": ">= 1",
-    "opsd.teacher_update_rate": "in (0, 1]", "opsd.loss_tokens_to_skip": ">= 0",
 }
 
 
@@ -548,7 +568,7 @@ def _within(value: float, rule: str) -> bool:
 
 
 @dataclass
-class _Origins:
+class Origins:
     """Where each key's value came from, so that an error can point at it."""
     path: Path | None
     overrides: dict
@@ -563,50 +583,17 @@ class _Origins:
         return f"{self.path}:{line}" if line else str(self.path)
 
 
-def _check_values(cfg: RunConfig, origin: _Origins) -> None:
-    """Ranges, strategies and the judge's name: an error names where the value came from and the key."""
+RunConfig.origin = Origins(None, {})  # a config made in code: errors name `config`
+
+
+def _check_ranges(cfg: RunConfig, origin: Origins) -> None:
+    """Every value in its range: an error names where the value came from and the key. (Checks against
+    the registries, which config does not import, are `s3ft.checks.check_config`.)"""
     for key, rule in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value is not None and not _within(value, rule):
             raise S3FTError(f"{origin(key)}: {key}: must be {rule}, got {value!r}")
-    for m in cfg.methods:
-        if m not in STRATEGIES and m not in OWN_TRAINER:
-            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' "
-                            f"(known: {', '.join([*STRATEGIES, *OWN_TRAINER])})")
-    for name, problem in cfg.opsd.problems():
-        raise S3FTError(f"{origin('opsd.' + name)}: opsd.{name}: {problem}")
-    if "opsd" in cfg.methods:  # TRL samples whole groups of generations per optimizer step
-        per_step = cfg.train.batch_size * cfg.train.grad_accum
-        if per_step % cfg.opsd.generations_per_row:
-            raise S3FTError(f"{origin('opsd.generations_per_row')}: opsd.generations_per_row: must divide "
-                            f"train.batch_size x train.grad_accum ({per_step}), got {cfg.opsd.generations_per_row}")
-        if cfg.opsd.max_completion_length >= cfg.train.max_length:
-            raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
-                            f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
-    # Judges import config (their args hold config types), so they are imported here, not at the top.
-    from .judges import judge_args, judge_names
-    if cfg.judge.name is not None and cfg.judge.name not in judge_names():
-        raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
-                        f"(known: {', '.join(judge_names())})")
-    try:
-        options = cfg.judge.options()
-        name = cfg.judge.name or (_task_judge(cfg.data) if options else None)  # no options: the defaults hold
-        if name in judge_names():
-            judge_args(name, cfg.judge)
-    except S3FTError as e:
-        key = str(e).split(":")[0]  # these errors start with the key
-        raise S3FTError(f"{origin(key)}: {e}") from None
-
-
-def _task_judge(data: DataConfig) -> str | None:
-    """The judge the task names (a `jsonl` task: its `task_args.judge`); None for a task that does not
-    load, which the run reports itself, naming `data.task` or `data.task_args`."""
-    from .tasks import get_task  # tasks import config: not at the top
-    try:
-        return get_task(data).judge
-    except S3FTError:
-        return None
 
 
 def _leaves(tree: dict, prefix: str = "") -> list[str]:
@@ -643,4 +630,8 @@ def _mentions(over: dict, msg: str, prefix: str = "") -> bool:
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """A config (or section) as plain data; a run config's registered sections come after the core ones."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        out.update(out.pop("sections"))
+    return out

@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, load_config, parse_overrides, to_dict
+from .checks import load_checked_config
+from .config import SECTIONS, RunConfig, parse_overrides, to_dict
+from .config import _key_lines as key_lines, _leaves as leaves  # shared with load_config's error origins
 
 REGENERATE = "s3ft config schema > docs/config.md"
 """The command that rewrites the generated reference."""
@@ -115,12 +117,17 @@ def sections(cls: type = RunConfig, prefix: str = "", doc: str = "") -> list[Sec
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     keys, nested = [], []
     for f in dataclasses.fields(cls):
+        if cls is RunConfig and f.name == "sections":  # the registered sections, each listed below as its own
+            continue
         name = f"{prefix}{f.name}"
         sub = section_type(hints[f.name])
         if sub is not None:
             nested += sections(sub, name + ".", docs.get(f.name) or class_doc(sub))
         else:
             keys.append(Key(name, type_name(hints[f.name]), default_of(f), docs.get(f.name, "")))
+    if cls is RunConfig:  # sections that methods register (`config.register_section`), after the core ones
+        for name, sub in SECTIONS.items():
+            nested += sections(sub, f"{prefix}{name}.", class_doc(sub))
     return [Section(prefix.rstrip("."), doc, keys), *nested]
 
 
@@ -171,31 +178,8 @@ def render_schema() -> str:
 
 
 # --- a resolved config with its origins ----------------------------------------
-def key_lines(text: str) -> dict[str, int]:
-    """The line of every key of a YAML mapping, by dotted key ("train.epochs" -> 7)."""
-    lines: dict[str, int] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                lines[f"{prefix}{k.value}"] = k.start_mark.line + 1
-                walk(v, f"{prefix}{k.value}.")
-
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
-    return lines
-
-
-def leaves(tree: dict, prefix: str = "") -> list[str]:
-    """Dotted keys of every leaf: {"train": {"epochs": 0}} -> ["train.epochs"]."""
-    out = []
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        out += leaves(v, key + ".") if isinstance(v, dict) and v else [key]
-    return out
-
-
 @dataclass
-class Origins:
+class Provenance:
     """Where each key's value came from: a flag, `--set`, `file:line`, the environment or the default."""
 
     path: Path | None
@@ -214,19 +198,19 @@ class Origins:
 
 
 def resolve(path: str | Path | None, overrides: list[str] | None = None,
-            flags: dict[str, str] | None = None) -> tuple[RunConfig, Origins]:
+            flags: dict[str, str] | None = None) -> tuple[RunConfig, Provenance]:
     """The config as a run would load it, and where each value came from. `flags`: {override text: the flag
     that made it}, e.g. {"data.data_dir=/data": "--data-dir"}."""
-    cfg = load_config(path, overrides)
+    cfg = load_checked_config(path, overrides)
     set_keys: dict[str, str] = {}
     for item in overrides or []:
         for key in leaves(parse_overrides([item])):
             set_keys[key] = (flags or {}).get(item, "--set")
     lines = key_lines(Path(path).read_text(encoding="utf-8")) if path is not None else {}
-    return cfg, Origins(Path(path) if path is not None else None, lines, set_keys)
+    return cfg, Provenance(Path(path) if path is not None else None, lines, set_keys)
 
 
-def render_resolved(cfg: RunConfig, origin: Origins) -> str:
+def render_resolved(cfg: RunConfig, origin: Provenance) -> str:
     """The config as YAML, every value followed by a comment saying where it came from."""
     rows: list[tuple[str, str | None]] = []  # (YAML text, origin or None for a section line)
 

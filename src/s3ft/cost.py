@@ -53,7 +53,7 @@ from pathlib import Path
 
 from .artifacts import fingerprint
 from .backends import GenRequest, render_prompt
-from .compare import drift
+from .forgetting import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError

@@ -22,8 +22,9 @@ from pathlib import Path
 from . import distributed as dist
 from .artifacts import RunLock, StageArtifact, StageCost, fingerprint, write_json, write_jsonl
 from .backends import Sampling, get_backend
-from .compare import meter
-from .compare.target_nll import NLLScorer, encode_target
+from .forgetting import meter
+from .forgetting.targets import NLLScorer, encode_target
+from .checks import check_config
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
@@ -47,6 +48,7 @@ class Run:
     """Shared state of one run: config, directory, task, the open base-model backend, costs."""
 
     def __init__(self, cfg: RunConfig, force: bool = False):
+        check_config(cfg)  # a config made in code has not been through the CLI's checks
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
         for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
@@ -510,7 +512,7 @@ def _untrained_adapter(run: Run) -> str:
 
 
 def stage_forgetting(run: Run, p: Plan, adapters: dict[str, str]) -> dict:
-    """The forgetting meter on base, every method and the controls (see `s3ft.compare.meter`)."""
+    """The forgetting meter on base, every method and the controls (see `s3ft.forgetting.meter`)."""
     fc, prompts = run.cfg.forgetting, p.probe_prompts
     gens, _ = generate(run, p.probe, run.backend, base_model_key(run))
     run.release_backend()

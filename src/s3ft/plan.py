@@ -19,7 +19,7 @@ from typing import Mapping
 
 from .artifacts import fingerprint
 from .backends import GenRequest
-from .compare import drift, meter
+from .forgetting import drift, meter
 from .config import RunConfig
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task

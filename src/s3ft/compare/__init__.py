@@ -4,10 +4,10 @@ For every method a run directory holds (base, sft, sdft, ssr, s3ft, and the forg
 controls), one module per measurement:
 
 * ``in_domain``: accuracy from ``eval/<method>.metrics.json`` and the per-id verdicts (cross-checked);
-* ``meter`` / ``drift`` / ``likelihood``: the forgetting meter the run's ``forgetting`` stage wrote:
-  label-free drift from the base model (text NLL change, response KL) and, on a labelled
-  multiple-choice probe, accuracy and per-item likelihood deltas;
-* ``lm_eval_bridge`` / ``general``: general benchmarks through lm-evaluation-harness for the base
+* the forgetting meter the run's ``forgetting`` stage wrote (``s3ft.forgetting``): label-free drift
+  from the base model (text NLL change, response KL) and, on a labelled multiple-choice probe,
+  accuracy and per-item likelihood deltas;
+* ``general`` (over ``s3ft.forgetting.lm_eval_bridge``): general benchmarks through lm-evaluation-harness for the base
   model and every adapter with one ``GeneralEvalConfig``: accuracy deltas, the papers' *average
   drop*, per-item likelihood deltas (from the same lm-eval run) and IFEval's four accuracies;
 * ``target_nll``: the base model's NLL of each method's training targets (S3FT Fig. 2);
@@ -15,7 +15,7 @@ controls), one module per measurement:
 * ``seeds``: several run directories (seeds) pooled by a hierarchical bootstrap (seeds, then items);
 * ``report`` / ``plots``: report.md and a self-contained report.html, all from compare.json.
 
-Every paired measurement is kept per item as a ``records.Paired``; its 95% CI resamples items
+Every paired measurement is kept per item as a ``s3ft.forgetting.records.Paired``; its 95% CI resamples items
 (and seeds, when pooled).
 """
 
@@ -31,21 +31,21 @@ from typing import Callable
 from ..artifacts import write_json
 from ..config import DataConfig, ForgettingConfig, ModelConfig
 from ..errors import S3FTError
+from ..forgetting import meter
+from ..forgetting.lm_eval_bridge import TASKS, evaluate_general, settings_differences
+from ..forgetting.records import Estimate, Paired
+from ..forgetting.targets import NLLScorer
 from ..progress import console
 from ..tasks import get_task
-from . import meter
 from .audit import judge_audit
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
-from .lm_eval_bridge import TASKS, evaluate_general, settings_differences
-from .records import Estimate, Paired
 from .report import write_reports
 from .runs import METHOD_ORDER, RunDir, load_run, load_runs, model_path_of
 from .seeds import aggregate_seeds
-from .target_nll import NLLScorer, encode_target, logprob_histogram_data, target_nll
+from .target_nll import logprob_histogram_data, target_nll
 
-__all__ = ["CompareOptions", "compare", "load_run", "load_runs", "aggregate_seeds", "NLLScorer", "encode_target",
-           "target_nll", "in_domain_scores"]
+__all__ = ["CompareOptions", "compare", "load_run", "load_runs", "aggregate_seeds", "target_nll", "in_domain_scores"]
 
 
 @dataclass

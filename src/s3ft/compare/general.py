@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import S3FTError
 from ..stats import paired_bootstrap_diff, stratified_paired_bootstrap
-from .records import Paired
+from ..forgetting.records import Paired
 
 
 def _items(task_result: dict) -> dict:

@@ -7,7 +7,7 @@ import json
 from ..artifacts import read_jsonl
 from ..errors import S3FTError
 from ..stats import paired_bootstrap_diff
-from .records import Paired
+from ..forgetting.records import Paired
 from .runs import RunDir
 
 

@@ -7,3 +7,5 @@ share the pipeline's stages around training: data, selection record, adapter, ev
 
 OWN_TRAINER = ("opsd",)
 """Method names trained by their own trainer rather than SFT on selected targets."""
+
+from . import opsd  # noqa: E402,F401  (registers its config section)

@@ -23,7 +23,7 @@ from ..progress import progress_bar
 from . import drift, likelihood
 from .lm_eval_bridge import GeneralEvalConfig, evaluate_general
 from .records import Estimate, Paired
-from .target_nll import encode_target
+from .targets import encode_target
 
 FOLDER = "forgetting"
 CONTROLS = {"untrained": "control-untrained", "planted": "control-planted"}

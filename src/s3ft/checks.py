@@ -1,0 +1,73 @@
+"""Checks of a loaded config against the registries: methods, the judge's name and args, the task.
+
+`s3ft.config` parses and range-checks a config without importing any registry; the CLI and `Run`
+call `check_config` after loading, so a name or an argument no registration knows is still a
+one-line error naming where it was written (`file:line`, `--set`, or `config`) and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import DataConfig, Origins, RunConfig, load_config
+from .errors import S3FTError
+from .judges import judge_args, judge_names
+from .methods import OWN_TRAINER
+from .strategies import STRATEGIES
+from .tasks import get_task
+
+
+def load_checked_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                        defaults: dict | None = None) -> RunConfig:
+    """`load_config`, then `check_config`: what the CLI runs."""
+    cfg = load_config(path, overrides, defaults)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: RunConfig, origin: Origins | None = None) -> None:
+    """Methods, the opsd cross-checks, the judge's name and args; `origin` defaults to where
+    `load_config` read `cfg` from."""
+    origin = origin or cfg.origin
+    _check_methods(cfg, origin)
+    _check_judge(cfg, origin)
+
+
+def _check_methods(cfg: RunConfig, origin: Origins) -> None:
+    for m in cfg.methods:
+        if m not in STRATEGIES and m not in OWN_TRAINER:
+            raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' "
+                            f"(known: {', '.join([*STRATEGIES, *OWN_TRAINER])})")
+    for name, problem in cfg.opsd.problems():
+        raise S3FTError(f"{origin('opsd.' + name)}: opsd.{name}: {problem}")
+    if "opsd" in cfg.methods:  # TRL samples whole groups of generations per optimizer step
+        per_step = cfg.train.batch_size * cfg.train.grad_accum
+        if per_step % cfg.opsd.generations_per_row:
+            raise S3FTError(f"{origin('opsd.generations_per_row')}: opsd.generations_per_row: must divide "
+                            f"train.batch_size x train.grad_accum ({per_step}), got {cfg.opsd.generations_per_row}")
+        if cfg.opsd.max_completion_length >= cfg.train.max_length:
+            raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
+                            f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
+
+
+def _check_judge(cfg: RunConfig, origin: Origins) -> None:
+    if cfg.judge.name is not None and cfg.judge.name not in judge_names():
+        raise S3FTError(f"{origin('judge.name')}: judge.name: unknown judge '{cfg.judge.name}' "
+                        f"(known: {', '.join(judge_names())})")
+    try:
+        options = cfg.judge.options()
+        name = cfg.judge.name or (_task_judge(cfg.data) if options else None)  # no options: the defaults hold
+        if name in judge_names():
+            judge_args(name, cfg.judge)
+    except S3FTError as e:
+        key = str(e).split(":")[0]  # these errors start with the key
+        raise S3FTError(f"{origin(key)}: {e}") from None
+
+
+def _task_judge(data: DataConfig) -> str | None:
+    """The judge the task names (a `jsonl` task: its `task_args.judge`); None for a task that does not
+    load, which the run reports itself, naming `data.task` or `data.task_args`."""
+    try:
+        return get_task(data).judge
+    except S3FTError:
+        return None
