@@ -17,7 +17,7 @@ def test_import_s3ft_exports_the_documented_names_without_loading_torch():
             "print(sorted(s3ft.__all__)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert {"load_config", "run", "select", "RunConfig", "TrainingRecord", "Target"} <= set(eval(out[0]))
-    assert out[1] == "False"  # torch loads when a run starts, not with `import s3ft`
+    assert out[1] == "False"  # torch loads when a run loads a model, not with `import s3ft`
     for name in ("load_config", "run", "select"):
         assert getattr(s3ft, name).__doc__, f"s3ft.{name} has no docstring"
     with pytest.raises(AttributeError):

@@ -12,27 +12,28 @@ light (no torch until a run starts).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 from . import methods  # noqa: E402,F401  (their config sections, before any config loads)
 
 _EXPORTS = {
-    "load_config": "api", "RunConfig": "config",
-    "run": "api", "select": "api",
+    "load_config": "checks:load_checked_config", "RunConfig": "config",
+    "run": "api", "select": "selection",
     "TrainingRecord": "strategies", "Judged": "strategies", "Target": "strategies", "Reason": "strategies",
     "Needs": "strategies", "register_strategy": "strategies", "get_strategy": "strategies",
     "S3FTError": "errors",
 }
-"""Public name -> the module of `s3ft` that defines it."""
+"""Public name -> the module of `s3ft` that defines it (`module:name` where the name there differs)."""
 
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module, _, attr = _EXPORTS[name].partition(":")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module 's3ft' has no attribute {name!r}")
@@ -41,9 +42,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
-
-if TYPE_CHECKING:  # for type checkers and editors; at run time the names above load lazily
-    from .api import load_config, run, select
-    from .config import RunConfig
-    from .errors import S3FTError
-    from .strategies import Judged, Needs, Reason, Target, TrainingRecord, get_strategy, register_strategy
