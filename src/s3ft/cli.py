@@ -11,6 +11,7 @@ import typer
 
 from .backends import backend_names
 from .compare import CompareOptions, compare as compare_fn
+from .compare.contrasts import headline
 from .forgetting.lm_eval_bridge import GeneralEvalConfig
 from .checks import load_checked_config
 from .cost import estimate, format_estimate
@@ -134,7 +135,8 @@ def parse_limit(text: str | None) -> int | dict[str, int] | None:
 
 def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
              output: Path | None, no_general: bool, batch_size: int, device: str, dtype: str, max_gen_toks: int | None,
-             audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None) -> Path:
+             audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None,
+             contrasts: list[str] | None = None) -> Path:
     general = None
     if not no_general:
         kw = {"tasks": benchmarks} if benchmarks else {}
@@ -145,9 +147,11 @@ def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, se
         get_judge(audit_judge)  # unknown name: fail before any work
     opts = CompareOptions(bootstrap_seed=seed, audit_seed=seed, audit_size=audit_size, nll=not no_nll,
                           forgetting=not no_forgetting, audit_judge=None if audit_judge == "none" else audit_judge,
-                          cache_dir=str(cache_dir) if cache_dir else None)
+                          cache_dir=str(cache_dir) if cache_dir else None, contrasts=list(contrasts or []))
     out = output or Path(run_dirs[0]) / "compare"
-    compare_fn(run_dirs, general, out, opts)
+    data = compare_fn(run_dirs, general, out, opts)
+    for line, sentence in headline(data["contrasts"]):
+        typer.echo(f"{line}\n  {sentence}")
     return out
 
 
@@ -170,16 +174,21 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (sa
             max_gen_toks: Optional[int] = typer.Option(None, "--max-gen-toks", help="Token cap of generative "
                                                        "benchmarks (gsm8k, ifeval); default: lm-eval's."),
             audit_judge: str = typer.Option("auto", "--audit-judge",
-                                            help="Second judge for the audit (a registered judge; 'none' to skip)."),
+                                            help="Second judge for the audit: a registered judge; 'none' to skip; "
+                                            "'auto': one that grades the task's answers another way, or no audit "
+                                            "(the report says why) where none is registered."),
             audit_size: int = typer.Option(50, "--audit-size", help="Rows re-judged by the audit."),
             no_nll: bool = typer.Option(False, "--no-nll", help="Skip the target-NLL statistic and histogram."),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="Do not read the runs' forgetting meter."),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                                     help="General-eval cache (default: <output>/cache).")):
+                                                     help="General-eval cache (default: <output>/cache)."),
+            contrast: Optional[List[str]] = typer.Option(None, "--contrast", help="Also contrast method A with B, "
+                                                         "e.g. --contrast s3ft-ssr (repeatable); every method is "
+                                                         "contrasted with sft anyway.")):
     """Compare base and fine-tuned models: in-domain gains vs forgetting, with CIs (seeds pooled)."""
     try:
         out = _compare(run_dirs, benchmarks, limit, seed, data_dir, output, no_general, batch_size, device, dtype,
-                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir)
+                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir, contrast)
     except S3FTError as e:
         _fail(e)
     except KeyboardInterrupt:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from rich.table import Table
 
 from .artifacts import write_json
+from .compare.contrasts import headline
+from .compare.run_contrasts import run_contrasts
 from .config import to_dict
+from .mdtext import md_row, md_text
 from .methods.opsd.cost import cost_lines
 from .progress import console
 from .strategies import group_counts, source_groups
@@ -15,9 +18,13 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
                   estimate: dict | None = None) -> dict:
     """`estimate`: `cost.against_cost`'s estimated vs actual per stage, kept beside `cost`."""
     base = results.get("base", {}).get("accuracy")
+    contrasts = {}
+    if "base" in results:  # each method against SFT, paired over the run's own items
+        contrasts = run_contrasts(run.dir, to_dict(run.cfg), list(results), lambda: run.model_path)
     summary = {
         "task": run.cfg.data.task,
         "model": run.cfg.model.name_or_path,
+        "contrasts": contrasts,
         "in_domain": {m: r["accuracy"] for m, r in results.items()},
         "in_domain_ci95": {m: r["ci95"] for m, r in results.items()},
         "in_domain_n": {m: r["n"] for m, r in results.items()},
@@ -65,39 +72,48 @@ def mix_table(mixes: dict[str, dict[str, int]]) -> tuple[list[str], list[list[in
 
 
 def render_markdown(s: dict, base: float | None) -> str:
-    lines = [f"# s3ft run: {s['task']} with {s['model']}", "",
-             "## In-domain accuracy (test split, 95% Wilson CI)", "",
+    lines = [f"# s3ft run: {md_text(s['task'])} with {md_text(s['model'])}", ""]
+    if not s.get("contrasts") and len(s["in_domain"]) > 1:
+        lines += ["No method is compared with SFT: this run has no `sft` (add it to `methods` for the "
+                  "method-vs-SFT headline).", ""]
+    if s.get("contrasts"):
+        lines += ["## At a glance: each method against SFT (paired 95% CIs)", ""]
+        lines += [f"- {md_text(line)}. Verdict: {md_text(sentence)}" for line, sentence in headline(s["contrasts"])]
+        lines += ["", "A − B per item on the same test questions and probe items; the verdict asks whether A gains "
+                  "in-domain without forgetting more than B: supported (in-domain CI above 0, no measure showing "
+                  "more forgetting), contradicted (in-domain CI below 0, or a measure showing more forgetting), "
+                  "unresolved (otherwise). See docs/compare.md.", ""]
+    lines += ["## In-domain accuracy (test split, 95% Wilson CI)", "",
              "| model | accuracy | 95% CI | n | vs base |", "|---|---:|---|---:|---:|"]
     for m, acc in s["in_domain"].items():
         lo, hi = s["in_domain_ci95"][m]
         delta = "" if base is None or m == "base" else f"{100 * (acc - base):+.1f}"
-        lines.append(f"| {m} | {100 * acc:.1f}% | [{100 * lo:.1f}, {100 * hi:.1f}] | {s['in_domain_n'][m]} | {delta} |")
+        lines.append(md_row([m, f"{100 * acc:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]", s["in_domain_n"][m], delta]))
     if s.get("task_metrics"):
         cols = sorted({k for v in s["task_metrics"].values() for k in v})
-        lines += ["", "## Task metrics", "", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        lines += ["", "## Task metrics", "", md_row(["model", *cols]), "|---|" + "---:|" * len(cols)]
         for m, vals in s["task_metrics"].items():
-            cells = [_cell(vals.get(c)) for c in cols]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append(md_row([m, *(_cell(vals.get(c)) for c in cols)]))
     if s.get("forgetting"):
         head, rows = forgetting_table(s)
         lines += ["", "## Forgetting (vs base, 95% CIs over probe items)", "",
-                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
+                  md_row(head), "|---|" + "---:|" * (len(head) - 1)]
+        lines += [md_row(r) for r in rows]
         lines += ["", "Drift (nats/token): text NLL Δ on general text and response KL(base‖model) on the base "
                   "model's own answers to general instructions; > 0 = moved away from base. Probe: accuracy Δ "
                   "(points) and Δ log p(correct) (nats) on a labelled multiple-choice sample; < 0 = forgetting. "
                   "`base` is the base model against itself (exactly 0); controls: `control-untrained` is an untrained "
                   "adapter (must read ~0), `control-planted` SFT at a much higher learning rate (must read > 0)."]
     cols, counts = mix_table(s["target_mix_by_method"])
-    lines += ["", "## Training-target mix", "", "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += ["", "## Training-target mix", "", md_row(["method", *cols]), "|---|" + "---:|" * len(cols)]
     for m, row in zip(s["target_mix_by_method"], counts):
-        lines.append(f"| {m} | " + " | ".join(map(str, row)) + " |")
+        lines.append(md_row([m, *row]))
     if s.get("answer_formats_by_method"):
         lines += ["", "## Answer formats of the training targets", ""] + answer_format_table(s["answer_formats_by_method"])
     lines += ["", "## Why rows fell back to gold", ""]
     for m, reasons in s["gold_reasons_by_method"].items():
         if reasons:
-            lines.append(f"- **{m}**: " + "; ".join(f"{k} ({v})" for k, v in reasons.items()))
+            lines.append(f"- **{md_text(m)}**: " + md_text("; ".join(f"{k} ({v})" for k, v in reasons.items())))
     lines += ["", "## Cost", "", "| stage | wall s | tokens | rows | peak RSS GiB | reused |",
               "|---|---:|---:|---:|---:|---|"]
     for stage, c in s["cost"]["stages"].items():
@@ -126,10 +142,10 @@ def answer_format_table(by_method: dict[str, dict[str, dict[str, int]]]) -> list
     known = ["answer is", "####", "boxed"]
     cols = sorted({f for by_src in by_method.values() for c in by_src.values() for f in c},
                   key=lambda f: (f == "none", known.index(f) if f in known else len(known), f))
-    out = ["| method | target | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
+    out = [md_row(["method", "target", *cols]), "|---|---|" + "---:|" * len(cols)]
     for m, by_src in by_method.items():
         for src, counts in by_src.items():
-            out.append(f"| {m} | {src} | " + " | ".join(str(counts.get(c, 0)) for c in cols) + " |")
+            out.append(md_row([m, src, *(counts.get(c, 0) for c in cols)]))
     return out
 
 
@@ -174,6 +190,8 @@ def print_table(s: dict) -> None:
         lo, hi = s["in_domain_ci95"][m]
         t.add_row(m, f"{100 * acc:.1f}%", f"[{100 * lo:.1f}, {100 * hi:.1f}]", str(s["in_domain_n"][m]))
     console.print(t)
+    for line, sentence in headline(s.get("contrasts") or {}):
+        console.print(f"{line}\n  {sentence}", markup=False, highlight=False)
     if s.get("forgetting"):
         head, rows = forgetting_table(s)
         t = Table(title="forgetting vs base (95% CI)")

@@ -13,6 +13,8 @@ controls), one module per measurement:
 * ``target_nll``: the base model's NLL of each method's training targets (S3FT Fig. 2);
 * ``audit``: a second judge re-judges a seeded sample of the selection decisions;
 * ``seeds``: several run directories (seeds) pooled by a hierarchical bootstrap (seeds, then items);
+* ``contrasts``: every method against SFT (and pairs asked for), paired over items, pooled over seeds,
+  with a verdict read off the CIs;
 * ``report`` / ``plots``: report.md and a self-contained report.html, all from compare.json.
 
 Every paired measurement is kept per item as a ``s3ft.forgetting.records.Paired``; its 95% CI resamples items
@@ -29,15 +31,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..artifacts import write_json
-from ..config import DataConfig, ForgettingConfig, ModelConfig
+from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
 from ..forgetting import meter
 from ..forgetting.lm_eval_bridge import TASKS, evaluate_general, settings_differences
 from ..forgetting.records import Estimate, Paired
 from ..forgetting.targets import NLLScorer
 from ..progress import console
-from ..tasks import get_task
-from .audit import judge_audit
+from .audit import audit_judge_for, judge_audit
+from .contrasts import contrasts_block, parse_contrast
 from .general import _cache_keys, base_block, general_block, metric_items, metric_pairs
 from .in_domain import in_domain_block, in_domain_scores
 from .report import write_reports
@@ -61,11 +63,14 @@ class CompareOptions:
     controls: bool = True
     """Run the general benchmarks on the meter's control adapters too."""
     audit_judge: str | None = "auto"
-    """Second judge for the audit; "auto": `exact` unless the task's judge is `exact` (then `math`); None: no audit."""
+    """Second judge for the audit; "auto": one that grades the task's answers another way (`audit.SECOND_OPINIONS`),
+    or no audit, said so in the report, where none is registered; None: no audit."""
     audit_size: int = 50
     audit_seed: int = 0
     cache_dir: str | None = None
     """General-eval cache; default `<out_dir>/cache`."""
+    contrasts: list[str] = field(default_factory=list)
+    """Pairs "A-B" to contrast besides every method against SFT (e.g. "s3ft-ssr")."""
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +119,8 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
     methods = _order({m for r in runs for m in r.methods})
     tasks = list(general.tasks) if general is not None else []
     it, bs = opts.bootstrap_iters, opts.bootstrap_seed
+    for spec in opts.contrasts:  # a misspelt pair fails before any work
+        parse_contrast(spec, methods + list(meter.CONTROLS.values()))
     pairs: dict[str, dict[str, dict[str, Paired]]] = {r.label: {} for r in runs}  # run -> model -> measure
     values: dict[str, dict[str, dict[str, dict]]] = {r.label: {} for r in runs}  # run -> model -> own value
 
@@ -157,14 +164,15 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
 
     # judge audit
     t0 = time.time()
-    audits = {}
+    audits, no_audit = {}, {}
     if opts.audit_judge:
         for run in runs:
-            name = opts.audit_judge
-            if name == "auto":
-                primary = get_task(DataConfig(**run.config["data"])).judge
-                name = "math" if primary == "exact" else "exact"
-            if (run.path / "answers_verdicts.jsonl").is_file():
+            name, why = audit_judge_for(run, opts.audit_judge)
+            if name is None:
+                if why not in no_audit.values():  # the same reason for every run: said once
+                    say(why)
+                no_audit[run.label] = why
+            elif (run.path / "answers_verdicts.jsonl").is_file():
                 audits[run.label] = judge_audit(run, name, opts.audit_size, opts.audit_seed)
                 a = audits[run.label]
                 rate = "n/a" if a["agreement"] is None else f"{a['agreement']:.2f}"
@@ -270,9 +278,11 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
                      "in_domain/accuracy": "in-domain accuracy change, method - base (fraction)"},
         "per_run": per_run,
         "pooled": pooled,
+        "contrasts": contrasts_block(pairs, models, opts.contrasts, it, bs),
         "aggregate": aggregate_seeds(per_run, methods, tasks),
         "logprob_histogram": hist,
         "judge_audit": audits,
+        "judge_audit_skipped": no_audit,
         "timings": timings,
     }
     t0 = time.time()

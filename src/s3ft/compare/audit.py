@@ -12,6 +12,24 @@ from ..strategies import GOLD, source_group
 from ..tasks import Example, get_task
 from .runs import RunDir
 
+SECOND_OPINIONS = {"exact": "math"}
+"""For a task's judge, a registered judge that grades the same responses another way and accepts a worked
+answer (`exact` compares whole responses, `math` their final answers). The default audit uses it."""
+
+
+def audit_judge_for(run: RunDir, requested: str) -> tuple[str | None, str | None]:
+    """(second judge, None), or (None, why there is no audit) for `requested` = "auto"."""
+    if requested != "auto":
+        return requested, None
+    primary = get_task(DataConfig(**run.config["data"])).judge
+    second = SECOND_OPINIONS.get(primary)
+    if second is not None:
+        return second, None
+    return None, (f"No judge audit: no registered judge grades what the task's judge `{primary}` grades in "
+                  f"another way (`exact` would reject every worked answer). Pass `--audit-judge llm` for an LLM "
+                  f"judge's second opinion, or `--audit-judge {primary}` to re-judge with the task's own judge "
+                  f"(a reproducibility check).")
+
 
 def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> dict:
     """Re-judge a seeded sample of the selection decisions (own answers and paraphrases) with a

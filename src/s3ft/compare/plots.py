@@ -35,6 +35,54 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+# where a label may sit around its point (offset in points), nearest first
+LABEL_OFFSETS = [(dx * r, dy * r) for r in (7, 16, 28, 42)
+                 for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+
+
+def place_labels(ax, points: list[tuple[float, float, str]], marker_pts: float = 8.0) -> list:
+    """Annotate each (x, y, text) at the first offset whose box overlaps no earlier label and no point's
+    marker, preferring boxes inside the axes; returns the annotations. Measured with the figure's renderer,
+    so it holds for the final layout: call it after the axes limits and the layout are settled."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    half = marker_pts * fig.dpi / 72 / 2 + 1
+    marks = [ax.transData.transform((x, y)) for x, y, _ in points]
+    taken = [(px - half, py - half, px + half, py + half) for px, py in marks]
+    inside = ax.get_window_extent(renderer)
+    placed = []
+    for x, y, text in points:
+        ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, 0), fontsize=8)
+        ann.set_in_layout(False)  # a later tight_layout keeps the layout the labels were placed on
+        choice = None
+        for dx, dy in LABEL_OFFSETS:
+            rect = _move(ann, dx, dy, renderer)
+            if any(_overlap(rect, t) for t in taken):
+                continue
+            if inside.x0 <= rect[0] and rect[2] <= inside.x1 and inside.y0 <= rect[1] and rect[3] <= inside.y1:
+                choice = (dx, dy, rect)
+                break
+            choice = choice or (dx, dy, rect)  # free but outside the axes: kept unless a place inside turns up
+        dx, dy, rect = choice or (dx, dy, rect)  # nowhere free within reach: the farthest place
+        _move(ann, dx, dy, renderer)
+        taken.append(rect)
+        placed.append(ann)
+    return placed
+
+
+def _move(ann, dx: float, dy: float, renderer) -> tuple[float, float, float, float]:
+    """Put the label at offset (dx, dy) points, its box on the far side from the point; returns the box."""
+    ann.xyann = (dx, dy)
+    ann.set_ha("left" if dx > 0 else "right" if dx < 0 else "center")
+    ann.set_va("bottom" if dy > 0 else "top" if dy < 0 else "center")
+    box = ann.get_window_extent(renderer)
+    return box.x0, box.y0, box.x1, box.y1
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def _err(lo, hi, centre):
     return [[max(0.0, centre - lo)], [max(0.0, hi - centre)]]
 
@@ -62,6 +110,11 @@ def _centre_and_err(data: dict, m: str, get_single, get_agg, scale=100.0):
 
 
 def gain_vs_forgetting(data: dict) -> bytes | None:
+    fig = gain_vs_forgetting_figure(data)
+    return None if fig is None else _png(fig)
+
+
+def gain_vs_forgetting_figure(data: dict):
     """In-domain accuracy change (y) against each drift measure (x), per method and control, with
     95% CIs on both axes (pooled over seeds when several runs are compared)."""
     pooled = data.get("pooled") or {}
@@ -70,7 +123,9 @@ def gain_vs_forgetting(data: dict) -> bytes | None:
         return None
     plt = _plt()
     fig, panels = plt.subplots(1, len(axes), figsize=(6.2 * len(axes), 4.6), squeeze=False)
+    labels: list[list[tuple[float, float, str]]] = []
     for ax, (key, xlabel) in zip(panels[0], axes):
+        labels.append([])
         for m, est in pooled.items():
             x = est.get(key)
             if x is None:
@@ -82,7 +137,7 @@ def gain_vs_forgetting(data: dict) -> bytes | None:
             marker = "s" if m.startswith("control-") else "o"
             ax.errorbar([x["value"]], [yv], xerr=xerr, yerr=yerr, fmt=marker, ms=8, capsize=4, color=_color(m),
                         label=m + ("" if y is not None or m == "base" else " (no in-domain eval)"))
-            ax.annotate(m, (x["value"], yv), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            labels[-1].append((x["value"], yv, m))
         ax.axvline(0, color="#bbbbbb", lw=1, ls="--")
         ax.axhline(0, color="#bbbbbb", lw=1, ls="--")
         ax.set_xlabel(xlabel + " (right = more forgetting)")
@@ -90,42 +145,46 @@ def gain_vs_forgetting(data: dict) -> bytes | None:
         ax.legend(fontsize=7, loc="best")
     seeds = max((e.get("seeds", 1) for est in pooled.values() for e in est.values()), default=1)
     fig.suptitle("Gain vs forgetting (95% CIs" + (f", {seeds} seeds pooled)" if seeds > 1 else ")"))
-    return _png(fig)
+    fig.tight_layout()  # labels are placed on the final layout
+    for ax, points in zip(panels[0], labels):
+        place_labels(ax, points)
+    return fig
 
 
 def tradeoff(data: dict) -> bytes | None:
-    """In-domain accuracy against the papers' average general-benchmark drop."""
-    plt = _plt()
+    fig = tradeoff_figure(data)
+    return None if fig is None else _png(fig)
+
+
+def tradeoff_figure(data: dict):
+    """In-domain accuracy against the papers' average general-benchmark drop (None without general benchmarks)."""
     first = next(iter(data["per_run"].values()))
     methods = [m for m in data["methods"] if m in data["aggregate"]]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    has_general = bool(data["benchmarks"]) and any(r.get("general") for r in first.values())
+    if not (data["benchmarks"] and any(r.get("general") for r in first.values())):
+        return None
+    fig, ax = _plt().subplots(figsize=(6.5, 4.5))
+    points = []
     for m in methods:
         y, yerr = _centre_and_err(data, m, lambda r: (r["in_domain"]["accuracy"], r["in_domain"]["ci95"]),
                                   lambda a: a["in_domain_accuracy"])
-        if has_general:
-            if m == "base":
-                x, xerr = 0.0, None
-            else:
-                x, xerr = _centre_and_err(data, m, lambda r: (r.get("general", {}).get("avg_drop_pts"),
-                                                              r.get("general", {}).get("avg_drop_ci95_pts")),
-                                          lambda a: a.get("avg_drop_pts"), scale=1.0)
-            if x is None:
-                continue
+        if m == "base":
+            x, xerr = 0.0, None
         else:
-            x, xerr = methods.index(m), None
+            x, xerr = _centre_and_err(data, m, lambda r: (r.get("general", {}).get("avg_drop_pts"),
+                                                          r.get("general", {}).get("avg_drop_ci95_pts")),
+                                      lambda a: a.get("avg_drop_pts"), scale=1.0)
+        if x is None:
+            continue
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", ms=8, capsize=4, color=_color(m), label=m)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, 6))
-    if has_general:
-        ax.axvline(0, color="#bbbbbb", lw=1, ls="--")
-        ax.set_xlabel("average general-benchmark drop vs base (points; right = more forgetting)")
-    else:
-        ax.set_xticks(range(len(methods)), methods)
-        ax.set_xlabel("method (general benchmarks not run)")
+        points.append((x, y, m))
+    ax.axvline(0, color="#bbbbbb", lw=1, ls="--")
+    ax.set_xlabel("average general-benchmark drop vs base (points; right = more forgetting)")
     ax.set_ylabel("in-domain accuracy (%)")
     ax.set_title("In-domain accuracy vs forgetting" + (" (mean ± sd over runs)" if _multi(data) else " (95% CIs)"))
     ax.legend(fontsize=8, loc="best")
-    return _png(fig)
+    fig.tight_layout()
+    place_labels(ax, points)
+    return fig
 
 
 def deltas(data: dict) -> bytes | None:

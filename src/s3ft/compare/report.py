@@ -10,7 +10,9 @@ import base64
 import html
 from pathlib import Path
 
+from ..mdtext import md_table, md_text
 from ..strategies import group_counts, source_groups
+from .contrasts import headline
 from .plots import PLOT_TITLES, make_plots
 
 
@@ -194,13 +196,6 @@ def values_table(data: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def md_table(head, rows) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def html_table(head, rows) -> str:
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -210,6 +205,11 @@ def html_table(head, rows) -> str:
 # ----------------------------------------------------------------------------- documents
 
 
+def contrast_items(data: dict) -> list[str]:
+    """One item per contrast: A − B on every measure with its CI, then the verdict sentence."""
+    return [f"{line}. Verdict: {sentence}" for line, sentence in headline(data["contrasts"])]
+
+
 def sections(data: dict) -> list[tuple[str, str, object]]:
     """[(kind, title, payload)]: kind in text/table/plot/list; rendered to md and html alike."""
     out: list[tuple[str, str, object]] = []
@@ -217,6 +217,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
     runs_desc = "; ".join(f"{r['label']} ({', '.join(f'{k}={v}' for k, v in r['seeds'].items())})"
                           for r in data["runs"])
     out.append(("text", "", f"Task **{data['task']}**, model **{data['model']}**. Runs: {runs_desc}."))
+    if data.get("contrasts"):
+        out.append(("list", "At a glance: each method against SFT (paired 95% CIs)", contrast_items(data)))
     out.append(("text", "", "Δ = method − base. CIs are 95% paired bootstrap intervals over the same items "
                 f"({data['bootstrap']['iters']} resamples); in-domain accuracy CIs are Wilson intervals. "
                 "The average drop is the mean over benchmarks of (base − method) in points, as the SSR/S3FT "
@@ -259,6 +261,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
                     "base model, teacher-forced with the chat template as TRL trains (prompt with generation "
                     "prompt; completion = target + end-of-turn)."))
         out.append(("table", "", (head, rows)))
+    for why in dict.fromkeys((data.get("judge_audit_skipped") or {}).values()):  # once, however many runs
+        out.append(("text", "Judge audit", why))
     head, rows = audit_table(data)
     if rows:
         out.append(("text", "Judge audit", "A second judge re-judges a seeded sample of the selection decisions "
@@ -289,6 +293,8 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
 def render_markdown(data: dict, plot_files: dict[str, str]) -> str:
     lines = [f"# s3ft compare: {data['task']} with {data['model']}", ""]
     for kind, title, payload in sections(data):
+        if kind == "plot" and payload not in plot_files:
+            continue  # a plot with no data is neither drawn nor linked
         if title:
             lines += [f"## {title}", ""]
         if kind == "text":
@@ -296,10 +302,9 @@ def render_markdown(data: dict, plot_files: dict[str, str]) -> str:
         elif kind == "table":
             lines += [md_table(*payload), ""]
         elif kind == "list":
-            lines += [f"- {x}" for x in payload] + [""]
+            lines += [f"- {md_text(x)}" for x in payload] + [""]
         elif kind == "plot":
-            lines += [f"![{title}]({plot_files[payload]})" if payload in plot_files else "_(no data for this plot)_",
-                      ""]
+            lines += [f"![{title}]({plot_files[payload]})", ""]
     return "\n".join(lines)
 
 

@@ -122,7 +122,8 @@ def run_pairs(run_dir: Path, labels: list[str], probe_results: dict[str, dict] |
         path = run_dir / FOLDER / f"drift_{label}.jsonl"
         pairs: dict[str, Paired] = {}
         if path.is_file():
-            pairs.update({f"drift/{k}": v for k, v in drift.paired_items(drift.read_rows(path)).items()})
+            rows = sorted(drift.read_rows(path), key=lambda r: r.id)  # item order pairs models item by item
+            pairs.update({f"drift/{k}": v for k, v in drift.paired_items(rows).items()})
         if probe_results and label in probe_results and "base" in probe_results:
             pairs.update({f"probe/{k}": v for k, v in
                           benchmark_pairs(probe_results["base"], probe_results[label], benchmarks).items()})
