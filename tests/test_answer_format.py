@@ -44,7 +44,7 @@ def test_gold_keeps_hash_line_by_default_and_gets_the_canonical_line_on_request(
 
 
 def test_canonical_answer_must_be_a_boolean():
-    with pytest.raises(S3FTError, match="task_args.canonical_answer: must be true or false"):
+    with pytest.raises(S3FTError, match="data.task_args.canonical_answer: expected bool"):
         get_task(DataConfig(task="gsm8k", task_args={"canonical_answer": "yes"}))
 
 

@@ -134,7 +134,7 @@ def test_humaneval_split_and_gold(allow_exec):
     assert [e.id for e in get_task(DataConfig(task="humaneval")).load("test")] == [e.id for e in test]
     other = get_task(DataConfig(task="humaneval", task_args={"split_seed": 1})).load("test")
     assert {e.id for e in other} != {e.id for e in test}
-    with pytest.raises(S3FTError, match="unknown key 'bogus'"):
+    with pytest.raises(S3FTError, match="data.task_args.bogus: not an option of task"):
         get_task(DataConfig(task="humaneval", task_args={"bogus": 1}))
     ex = next(e for e in train + test if e.id == "HumanEval-0")
     assert "def has_close_elements(numbers: List[float], threshold: float) -> bool:" in ex.question

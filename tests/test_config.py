@@ -1,7 +1,7 @@
 import pytest
 
 from s3ft.checks import load_checked_config as load_config
-from s3ft.config import SFT_ARGS_NOT_FINGERPRINTED, SFT_ARGS_REFUSED
+from s3ft.config import SFT_ARGS_NOT_FINGERPRINTED, SFT_ARGS_REFUSED, to_dict
 from s3ft.errors import S3FTError
 
 
@@ -13,9 +13,9 @@ def test_defaults_match_the_s3ft_paper():
 
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("data:\n  task: gsm8k\n  train_limit: 10\ntrain:\n  lora_r: 4\n")
+    p.write_text("data:\n  task: arithmetic\n  train_limit: 10\ntrain:\n  lora_r: 4\n")
     cfg = load_config(p, ["train.lora_r=16", "methods=[sft, ssr]", "data.task_args={n_train: 5}"])
-    assert cfg.data.task == "gsm8k" and cfg.data.train_limit == 10
+    assert cfg.data.task == "arithmetic" and cfg.data.train_limit == 10
     assert cfg.train.lora_r == 16 and cfg.methods == ["sft", "ssr"]
     assert cfg.data.task_args == {"n_train": 5}
 
@@ -94,3 +94,37 @@ def test_every_refused_sft_args_key_is_a_field_of_sft_config():
     older_names = {"warmup_ratio"}  # transformers < 5, which s3ft still supports
     assert set(SFT_ARGS_REFUSED) - older_names | set(SFT_ARGS_NOT_FINGERPRINTED) <= fields  # no typo in either list
     assert not set(SFT_ARGS_REFUSED) & set(SFT_ARGS_NOT_FINGERPRINTED)
+
+
+def test_set_into_task_args_sets_one_key_and_keeps_the_others(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  task: jsonl\n  task_args:\n    train: a.jsonl\n    test: b.jsonl\n    judge: math\n")
+    cfg = load_config(p, ["data.task_args.canonical_answer=true", "data.task_args.judge=qa"])
+    assert cfg.data.task_args == {"train": "a.jsonl", "test": "b.jsonl", "judge": "qa", "canonical_answer": True}
+
+
+def test_a_task_args_typo_is_a_one_line_error_naming_file_line_key_and_the_known_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  task: gsm8k\n  task_args:\n    canonical_answers: true\n")
+    with pytest.raises(S3FTError) as err:
+        load_config(p)
+    assert str(err.value) == (f"{p}:4: data.task_args.canonical_answers: not an option of task 'gsm8k' "
+                              "(known: canonical_answer) (did you mean 'canonical_answer'?)")
+    with pytest.raises(S3FTError, match=r"^--set: data.task_args.n_train: expected int, got 'many'$"):
+        load_config(None, ["data.task_args.n_train=many"])
+
+
+def test_relative_task_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "cfg").mkdir()
+    p = tmp_path / "cfg" / "c.yaml"
+    p.write_text("data:\n  task: jsonl\n  task_args: {train: data/train.jsonl, test: data/test.jsonl}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(p)
+    assert cfg.data.base_dir == str(tmp_path / "cfg")
+    from s3ft.tasks import get_task
+    with pytest.raises(S3FTError) as err:
+        get_task(cfg.data).load("train")
+    # the key, the path it resolved, and the folder it resolved against
+    assert str(err.value) == (f"data.task_args.train: {tmp_path}/cfg/data/train.jsonl: not found "
+                              f"('data/train.jsonl' resolved against {tmp_path}/cfg)")
+    assert "base_dir" not in to_dict(cfg)["data"]  # no part of config.json or the fingerprints

@@ -67,7 +67,7 @@ def test_split_larger_than_the_file_is_an_error(nq_dir):
         nq_task(nq_dir, test_size=20).load("test")  # nothing left to train on
     with pytest.raises(S3FTError, match="test_size: must be a positive whole number"):
         nq_task(nq_dir, test_size=0)
-    with pytest.raises(S3FTError, match="unknown key 'n_test'"):
+    with pytest.raises(S3FTError, match=r"data.task_args.n_test: not an option of task 'nq_open' \(known: train_size, test_size, split_seed\)"):
         nq_task(nq_dir, n_test=5)
     with pytest.raises(S3FTError, match="local file only"):
         get_task(DataConfig(task="nq_open", task_args={"test_size": 5}))

@@ -57,7 +57,7 @@ def test_squad_loads_and_splits_by_title(squad_dir):
     # another split seed gives another split; the same seed, the same one
     again = get_task(DataConfig(task="squad_v2", data_dir=str(squad_dir))).load("test")
     assert [e.id for e in again] == [e.id for e in test]
-    with pytest.raises(S3FTError, match="unknown key"):
+    with pytest.raises(S3FTError, match="data.task_args.test_frac: not an option of task"):
         get_task(DataConfig(task="squad_v2", data_dir=str(squad_dir), task_args={"test_frac": 0.5}))
 
 

@@ -64,7 +64,7 @@ def test_jsonl_task_field_mapping(tmp_path):
                                                         "answer_field": "sol", "final_answer_field": "final"}))
     ex = task.load("test")[0]
     assert (ex.question, ex.meta["answer"]) == ("1+1?", "2")
-    with pytest.raises(S3FTError, match="unknown key 'bogus'"):
+    with pytest.raises(S3FTError, match="data.task_args.bogus: not an option of task"):
         get_task(DataConfig(task="jsonl", task_args={"bogus": 1}))
 
 

@@ -1,4 +1,4 @@
-"""Checks of a loaded config against the registries: methods, the judge's name and args, the task.
+"""Checks of a loaded config against the registries: methods, the task and its args, the judge's name and args.
 
 `s3ft.config` parses and range-checks a config without importing any registry; the CLI and `Run`
 call `check_config` after loading, so a name or an argument no registration knows is still a
@@ -14,7 +14,7 @@ from .errors import S3FTError
 from .judges import judge_args, judge_names
 from .methods import OWN_TRAINER
 from .strategies import STRATEGIES
-from .tasks import get_task
+from .tasks import get_task, task_args
 
 
 def load_checked_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -29,10 +29,11 @@ def load_checked_config(path: str | Path | None = None, overrides: list[str] | N
 
 
 def check_config(cfg: RunConfig, origin: Origins | None = None) -> None:
-    """Methods, the opsd cross-checks, the judge's name and args; `origin` defaults to where
-    `load_config` read `cfg` from."""
+    """Methods, the opsd cross-checks, the task's args, the judge's name and args; `origin` defaults to
+    where `load_config` read `cfg` from."""
     origin = origin or cfg.origin
     _check_methods(cfg, origin)
+    _check_task(cfg, origin)
     _check_judge(cfg, origin)
 
 
@@ -51,6 +52,15 @@ def _check_methods(cfg: RunConfig, origin: Origins) -> None:
         if cfg.opsd.max_completion_length >= cfg.train.max_length:
             raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
                             f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
+
+
+def _check_task(cfg: RunConfig, origin: Origins) -> None:
+    """The task's name and its typed args (a typo names `data.task_args.<key>` and the known keys)."""
+    try:
+        task_args(cfg.data.task, cfg.data)
+    except S3FTError as e:
+        key = str(e).split(":")[0]  # these errors start with the key
+        raise S3FTError(f"{origin(key)}: {e}") from None
 
 
 def _check_judge(cfg: RunConfig, origin: Origins) -> None:

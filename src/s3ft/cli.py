@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,7 +23,7 @@ from .methods import OWN_TRAINER
 from .pipeline import run_pipeline
 from .strategies import STRATEGIES
 from .sweep import parse_seeds, run_sweep
-from .tasks import task_names
+from .tasks import args_table, task_class, task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune LLMs on their own correct answers (SSR / S3FT) so they forget less.")
@@ -222,13 +224,33 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
 
 
 @app.command()
-def tasks():
-    """List registered tasks, judges, strategies, methods and backends."""
-    typer.echo("tasks:      " + ", ".join(task_names()))
+def tasks(name: Optional[str] = typer.Argument(None, help="A task: print its answer type, judge and options.")):
+    """List registered tasks, judges, strategies, methods and backends; with NAME, one task's options."""
+    if name is not None:
+        try:
+            typer.echo(describe_task(name))
+        except S3FTError as e:
+            _fail(e)
+        return
+    typer.echo("tasks:      " + ", ".join(task_names()) + "  (`s3ft tasks NAME`: a task's options)")
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
     typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")
     typer.echo("backends:   " + ", ".join(backend_names()))
+
+
+def describe_task(name: str) -> str:
+    """A task's summary, answer type, default judge and options (name, type, default, docstring)."""
+    cls = task_class(name)
+    doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().split("\n\n")[0]
+    answer = cls.answer_type or "set by data.task_args.answer_type (number, short, free, code)"
+    judge = cls.judge if cls.answer_type else "follows the answer type (number: math, short: qa, free: llm, code: code)"
+    lines = [f"task {name}: {' '.join(doc.split())}", f"answer type: {answer}", f"judge: {judge} (judge.name overrides it)",
+             "options (data.task_args):" if dataclasses.fields(cls.args_type) else "options: none"]
+    for key, tp, default, text in args_table(cls.args_type):
+        lines.append(f"  {key}: {tp} = {default}")
+        lines += [f"      {line}" for line in textwrap.wrap(text, 96)]
+    return "\n".join(lines)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="See a config: resolved with where each value came from "

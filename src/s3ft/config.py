@@ -47,7 +47,14 @@ class DataConfig:
     seed: int = 0
     """Seed of the `train_limit` / `test_limit` samples."""
     task_args: dict = field(default_factory=dict)
-    """Task-specific options, e.g. for `jsonl`: train/test file paths, field mapping, judge."""
+    """The task's options, checked against its args dataclass when the config loads (`s3ft tasks NAME` lists
+    them), e.g. for `dataset`: train/test paths or hub ids, format, answer type."""
+
+    def __post_init__(self):
+        # Not a field: where the config file lies is no part of the run (config.json, fingerprints).
+        self.base_dir: str | None = None
+        """The folder relative paths in `task_args` resolve against: the config file's (`load_config`
+        sets it); None: the working directory."""
 
 
 @dataclass
@@ -497,7 +504,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "task_args" else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -536,6 +543,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
+    if path is not None:
+        cfg.data.base_dir = str(path.resolve().parent)
     cfg.origin = Origins(path, over)
     _check_ranges(cfg, cfg.origin)
     return cfg

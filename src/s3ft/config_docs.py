@@ -8,11 +8,9 @@ under each field, read from the class's source as TRL-style configs write them.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import os
-import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ import yaml
 from .checks import load_checked_config
 from .config import SECTIONS, RunConfig, parse_overrides, to_dict
 from .config import _key_lines as key_lines, _leaves as leaves  # shared with load_config's error origins
+from .judges import judge_class, judge_names
+from .tasks import field_docs, task_class, task_names
 
 REGENERATE = "s3ft config schema > docs/config.md"
 """The command that rewrites the generated reference."""
@@ -57,21 +57,6 @@ class Section:
 
 
 # --- reading the dataclasses ---------------------------------------------------
-def field_docs(cls: type) -> dict[str, str]:
-    """{field name: docstring} of a dataclass, from the string literal under each field in its source."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):  # defined where no source is kept (an interactive session)
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-            docs[node.target.id] = one_line(after.value.value)
-    return docs
-
-
 def one_line(doc: str | None) -> str:
     """A docstring as one line of text (paragraphs joined), for a table cell or a comment."""
     return " ".join(inspect.cleandoc(doc or "").split())
@@ -131,9 +116,19 @@ def sections(cls: type = RunConfig, prefix: str = "", doc: str = "") -> list[Sec
     return [Section(prefix.rstrip("."), doc, keys), *nested]
 
 
+def task_args_sections() -> list[Section]:
+    """`data.task_args` of each registered task that takes options, from its args dataclass."""
+    out = []
+    for name in task_names():
+        args_type = task_class(name).args_type
+        if dataclasses.fields(args_type):
+            top, *nested = sections(args_type, "data.task_args.", f"`data: {{task: {name}}}`: {class_doc(args_type)}")
+            out += [dataclasses.replace(top, title=f"`data.task_args` of `{name}`"), *nested]
+    return out
+
+
 def judge_args_sections() -> list[Section]:
     """`judge.args` of each registered judge that takes options, from its args dataclass."""
-    from .judges import judge_class, judge_names  # judges import config: not at the top
     out = []
     for name in judge_names():
         args_type = judge_class(name).args_type
@@ -164,7 +159,7 @@ def render_schema() -> str:
              "came from (file and line, `--set`, the environment, or the default).", "",
              "A config is YAML whose sections are the headings below; a key not listed here, or a value of the "
              "wrong type, is an error naming the file, line and key.", ""]
-    for sec in [*sections(), *judge_args_sections()]:
+    for sec in [*sections(), *task_args_sections(), *judge_args_sections()]:
         if not sec.keys:
             continue
         lines += [f"## {sec.title or (f'`{sec.name}`' if sec.name else 'Top level')}", ""]

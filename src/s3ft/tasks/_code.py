@@ -8,7 +8,9 @@ about the reference; the pipeline judges prefill + continuation, so the fence is
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
+from ..errors import S3FTError
 from . import Example, Task
 
 FENCE = "```python\n"
@@ -26,7 +28,21 @@ def split_ids(ids: list, test_fraction: float, seed: str) -> set:
     return set(order[:n_test])
 
 
+@dataclass
+class SplitArgs:
+    """Options of a task that divides one source into train and test by a seeded shuffle."""
+    test_fraction: float = 0.2
+    """Share of the rows (or groups of rows) that go to the test split, in (0, 1)."""
+    split_seed: int = 0
+    """Seed of the shuffle that divides the rows (independent of `data.seed`)."""
+
+    def check(self, where: str) -> None:
+        if not 0 < self.test_fraction < 1:
+            raise S3FTError(f"{where}.test_fraction: must be between 0 and 1, got {self.test_fraction}")
+
+
 class CodeTask(Task):
+    answer_type = "code"
     judge = "code"
     instruction = "Write your solution in a ```python code block."
     paraphrase_system = ("Below are a programming problem and a reference solution. Refer to the reference "

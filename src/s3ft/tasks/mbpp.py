@@ -13,7 +13,6 @@ Needs `S3FT_ALLOW_CODE_EXEC=1` (see judges/code.py).
 
 from __future__ import annotations
 
-from ..errors import S3FTError
 from ._code import CodeTask, fenced
 from . import Example, register_task
 from .hub import load_rows
@@ -28,11 +27,6 @@ def mbpp_prompt(text: str, tests: list[str]) -> str:
 
 @register_task("mbpp")
 class MBPP(CodeTask):
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        if self.args:
-            raise S3FTError(f"data.task_args: task mbpp takes no arguments, got {', '.join(sorted(self.args))}")
-
     def load_split(self, split: str) -> list[Example]:
         rows = load_rows(self.cfg.data_dir, "mbpp", split, hub=("google-research-datasets/mbpp", "full"),
                          fields=FIELDS)

@@ -26,6 +26,7 @@ judge, rewordings with the same meaning pass too.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import S3FTError
@@ -47,8 +48,25 @@ def split_lines(n_rows: int, train_size: int | None, test_size: int, seed: str) 
     return sorted(order[test_size:test_size + train_n]), sorted(order[:test_size])
 
 
-@register_task("nq_open")
+@dataclass
+class NQOpenArgs:
+    """Options of the `nq_open` task: how the local validation file is divided (offline only)."""
+    train_size: int | None = None
+    """Rows for train; unset: every row not in test."""
+    test_size: int = 1000
+    """Rows for test."""
+    split_seed: int = 0
+    """Seed of the shuffle that divides the file (independent of `data.seed`)."""
+
+    def check(self, where: str) -> None:
+        for key in ("train_size", "test_size"):
+            if (v := getattr(self, key)) is not None and v < 1:
+                raise S3FTError(f"{where}.{key}: must be a positive whole number, got {v!r}")
+
+
+@register_task("nq_open", args=NQOpenArgs)
 class NQOpen(Task):
+    answer_type = "short"
     judge = "nq_em"
     instruction = "Answer with a short phrase only: no sentence, no explanation."
     paraphrase_system = ("Below are a question and its reference answer, a short phrase. Write the answer "
@@ -62,16 +80,9 @@ class NQOpen(Task):
     # Gold answers are a few words: the generic length and reasoning rules would reject every
     # correct restatement of them.
     paraphrase_limits = (0.0, 0)
-    ARGS = ("train_size", "test_size", "split_seed")
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        for k, v in self.args.items():
-            if k not in self.ARGS:
-                raise S3FTError(f"data.task_args: unknown key '{k}' for task {self.name} "
-                                f"(known: {', '.join(self.ARGS)})")
-            if k.endswith("_size") and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise S3FTError(f"data.task_args.{k}: must be a positive whole number, got {v!r}")
         if not cfg.data_dir and ("train_size" in self.args or "test_size" in self.args):
             raise S3FTError("data.task_args.train_size/test_size: split the local file only; from the hub "
                             "the train and validation splits are used (size them with data.train_limit/test_limit)")
@@ -87,8 +98,7 @@ class NQOpen(Task):
         if not path.exists():
             raise S3FTError(f"{path}: not found (data.data_dir={self.cfg.data_dir})")
         rows = read_rows(path, ("question", "answer"))
-        test_size, train_size = self.args.get("test_size", 1000), self.args.get("train_size")
-        seed = self.args.get("split_seed", 0)
+        test_size, train_size, seed = self.opts.test_size, self.opts.train_size, self.opts.split_seed
         try:
             train_idx, test_idx = split_lines(len(rows), train_size, test_size, f"nq_open-{seed}")
         except ValueError as e:

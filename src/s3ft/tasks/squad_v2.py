@@ -22,6 +22,7 @@ from collections import Counter
 
 from ..errors import S3FTError
 from ..judges.qa import ABSTAIN_PHRASE
+from ._code import SplitArgs
 from . import Example, Task, register_task
 from .hub import load_rows
 
@@ -45,8 +46,9 @@ def split_titles(rows: list[dict], test_fraction: float, seed: str) -> set[str]:
     return test
 
 
-@register_task("squad_v2")
+@register_task("squad_v2", args=SplitArgs)
 class SquadV2(Task):
+    answer_type = "short"
     judge = "qa"
     instruction = (f'Answer with a short phrase from the context. If the context does not contain the answer, '
                    f'reply exactly "{ABSTAIN_PHRASE}".')
@@ -55,24 +57,13 @@ class SquadV2(Task):
     # Gold answers are a few words or "unanswerable": the generic length rules would reject
     # every correct paraphrase of them.
     paraphrase_limits = (0.0, 0)
-    ARGS = ("test_fraction", "split_seed")
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        for k in self.args:
-            if k not in self.ARGS:
-                raise S3FTError(f"data.task_args: unknown key '{k}' for task {self.name} "
-                                f"(known: {', '.join(self.ARGS)})")
 
     def load_split(self, split: str) -> list[Example]:
         if split not in ("train", "test"):
             raise S3FTError(f"task '{self.name}': unknown split '{split}' (train, test)")
         rows = load_rows(self.cfg.data_dir, "squad_v2", "validation", hub=("rajpurkar/squad_v2", None),
                          fields=FIELDS)
-        frac = float(self.args.get("test_fraction", 0.2))
-        if not 0 < frac < 1:
-            raise S3FTError(f"data.task_args.test_fraction: must be between 0 and 1, got {frac}")
-        test_titles = split_titles(rows, frac, f"squad_v2-{self.args.get('split_seed', 0)}")
+        test_titles = split_titles(rows, self.opts.test_fraction, f"squad_v2-{self.opts.split_seed}")
         return [self._example(r) for r in rows if (r["title"] in test_titles) == (split == "test")]
 
     @staticmethod
