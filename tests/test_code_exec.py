@@ -15,20 +15,20 @@ import pytest
 from s3ft.errors import S3FTError
 from s3ft.judges import code_exec
 from s3ft.judges.code import CodeJudge
-from s3ft.judges.code_exec import ExecResult, extract_code, isolation_in_force, run_program, run_programs
+from s3ft.judges.code_exec import ExecResult, Program, extract_code, isolation_in_force, run_program, run_programs
 
 T = 3.0  # per-program timeout used throughout
 NAMESPACED = not isolation_in_force().startswith("rlimits only")
 
 
-def judge(program: str, **kwargs) -> ExecResult:
+def judge(program: Program | str, **kwargs) -> ExecResult:
     start = time.monotonic()
     result = run_program(program, timeout_s=T, **kwargs)
     assert time.monotonic() - start < T + 5, "the judge itself must be bounded by the timeout"
     return result
 
 
-def assert_fails(program: str, *reason_parts: str, **kwargs) -> ExecResult:
+def assert_fails(program: Program | str, *reason_parts: str, **kwargs) -> ExecResult:
     result = judge(program, **kwargs)
     assert not result.passed, result
     assert any(part in result.reason for part in reason_parts), result
@@ -76,16 +76,19 @@ def test_requested_sandbox_that_is_missing_or_broken_is_an_error(fresh_choice, t
         isolation_in_force()
 
 
-def test_weaker_isolation_comes_only_with_a_warning(fresh_choice, tmp_path):
+def test_weaker_isolation_needs_an_explicit_opt_in_that_says_what_is_weaker(fresh_choice, tmp_path):
     fresh_choice.setenv("S3FT_CODE_EXEC_ISOLATION", "none")
-    with pytest.warns(RuntimeWarning, match="S3FT_CODE_EXEC_ISOLATION=none: .*network is NOT blocked"):
+    with pytest.warns(RuntimeWarning, match="S3FT_CODE_EXEC_ISOLATION=none: .*network is NOT blocked.*files"):
         assert isolation_in_force() == "rlimits only (network NOT blocked)"
-    # unset and no sandbox available: falls back to rlimits only, but says so
+    # unset and no bubblewrap: an error that names both opt-ins and what each gives up, never a silent fallback
     fresh_choice.delenv("S3FT_CODE_EXEC_ISOLATION")
     fresh_choice.setenv("PATH", str(tmp_path))
-    with pytest.warns(RuntimeWarning, match="no sandbox works here .*bwrap is not installed.*network is NOT blocked"):
-        assert judge("assert True\n").passed
-    assert isolation_in_force() == "rlimits only (network NOT blocked)"
+    with pytest.raises(S3FTError) as err:
+        judge("assert True\n")
+    message = str(err.value)
+    assert "bwrap is not installed (apt-get install -y bubblewrap)" in message and "\n" not in message
+    assert "S3FT_CODE_EXEC_ISOLATION=unshare (no network" in message and "/dev/shm" in message
+    assert "S3FT_CODE_EXEC_ISOLATION=none (rlimits only: the network is NOT blocked" in message
 
 
 @pytest.fixture(params=["bwrap", "unshare", "none"])
@@ -116,14 +119,20 @@ def test_correct_program_passes():
 
 
 def test_failing_assert_syntax_error_and_exception():
-    result = assert_fails("def f(x):\n    return x\nassert f(1) == 2, 'f(1) should be 2'\n", "assert")
-    assert result.reason == "failed assertion: f(1) should be 2"
-    assert "f(1) == 2" in result.stderr_tail  # traceback shows the program's line
-    assert 'File "program.py", line 3' in result.stderr_tail and "sandbox_child" not in result.stderr_tail
-    assert_fails("def f(x:\n    return x\n", "syntax error")
+    result = assert_fails(Program("def f(x):\n    return x\n", ("assert f(2) == 2", "assert f(1) == 2, 'f(1) should be 2'")),
+                          "assert")
+    assert result.reason == "failed assertion (tests.py line 2): f(1) should be 2"
+    assert judge(Program("def f(x):\n    return x\n", ("assert f(2) == 2",))).reason == "passed"
+    assert_fails("def f(x:\n    return x\n", "syntax error (program.py line 1)")
     assert_fails("    x = 1\n", "syntax error")  # IndentationError
     assert_fails("x = 1\0\n", "syntax error")
-    assert judge("raise KeyError('k')\n").reason == "exception: KeyError: 'k'"
+    assert judge("raise KeyError('k')\n").reason == "exception while loading: KeyError (program.py line 1): 'k'"
+    # raised in a call from the tests: kind and both locations
+    reason = judge(Program("def f(x):\n    return {}[x]\n", ("assert f(1) == 2",))).reason
+    assert reason == "exception (called from tests.py line 1): KeyError (program.py line 2): 1"
+    # a test may expect the program's exception, by its builtin class
+    assert judge(Program("def f(x):\n    raise ValueError(x)\n",
+                         ("try:\n    f(1)\n    raise AssertionError('no error')\nexcept ValueError:\n    pass",))).passed
 
 
 def test_workdir_env_and_cleanup():
@@ -183,7 +192,7 @@ def test_cannot_delete_create_or_overwrite_files_outside_workdir(mode, tmp_path)
                    f"import os\nos.symlink('/etc/passwd', {str(new)!r})\n",
                    f"import os\nos.mkfifo({str(new)!r})\n",
                    f"import os\nos.utime({str(victim)!r}, (0, 0))\n"):
-        assert_fails(attack, "PermissionError", "Read-only")
+        assert_fails(attack, "PermissionError", "Read-only", "FileNotFoundError")
         assert victim.read_text() == "precious" and victim.stat().st_mtime_ns == before, attack
         assert sorted(os.listdir(tmp_path)) == ["victim.txt"], attack
     # /dev is open for /dev/null and friends, but not for files in the host's shared memory
@@ -273,15 +282,17 @@ def test_the_judges_environment_never_reaches_a_verdict(mode):
     out = subprocess.run([sys.executable, "-c", runner], input=spy, env=env, capture_output=True, text=True,
                          timeout=60, check=True)
     reason, stderr_tail = json.loads(out.stdout)
-    assert reason.startswith("exception: Exception: "), reason
+    assert reason.startswith("exception while loading: Exception (program.py line 10)"), reason
     assert secret not in reason and secret not in stderr_tail, (reason, stderr_tail)
     child_env = eval(stderr_tail[:stderr_tail.index("}") + 1])
     assert not set(child_env) & {"S3FT_TEST_SECRET", "PYTHONPATH", "S3FT_CODE_EXEC_ISOLATION"}, child_env
 
 
 def test_early_exit_is_not_a_pass():
-    for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "exit()", "raise SystemExit"):
-        result = assert_fails(exit_call + "\nassert False, 'tests never ran'\n", "exited before tests finished")
+    for exit_call in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "exit()", "raise SystemExit",
+                      "def f(x):\n    import os\n    os._exit(0)"):
+        result = assert_fails(Program(exit_call + "\n", ("assert f(1) is None", "assert False, 'tests never ran'")),
+                              "exited before tests finished")
         assert "tests never ran" not in result.reason
 
 
@@ -305,58 +316,112 @@ class AlwaysEqual:
 """
 
 
-@pytest.mark.parametrize("test", [
-    "assert Int(0) == 2",
-    "assert 2 == Int(0)",
-    "assert Int(0) != 0",
-    "assert [Int(0), 1] == [2, 1]",
-    "assert (Int(0), 'x') == (2, 'x')",
-    "assert {'k': Int(0)} == {'k': 2}",
-    "assert {type('Hash2', (Int,), {'__hash__': lambda self: hash(2)})(0)} == {2}",
-    "assert Str('a') == 'b'",
-    "assert AlwaysEqual() == 2",
-    "assert AlwaysEqual() == [1, 2]",
-    "assert not (AlwaysEqual() != 'x')",
-    "def check(candidate):\n    assert candidate(1) == 2, 'HumanEval style'\ncheck(lambda x: Int(0))",
+@pytest.mark.parametrize("returned, test", [
+    ("Int(0)", "assert f() == 2"),
+    ("Int(0)", "assert 2 == f()"),
+    ("Int(0)", "assert f() != 0"),
+    ("[Int(0), 1]", "assert f() == [2, 1]"),
+    ("(Int(0), 'x')", "assert f() == (2, 'x')"),
+    ("{'k': Int(0)}", "assert f() == {'k': 2}"),
+    ("{type('Hash2', (Int,), {'__hash__': lambda self: hash(2)})(0)}", "assert f() == {2}"),
+    ("Str('a')", "assert f() == 'b'"),
+    ("AlwaysEqual()", "assert f() == 2"),
+    ("AlwaysEqual()", "assert f() == [1, 2]"),
+    ("AlwaysEqual()", "assert not (f() != 'x')"),
+    ("AlwaysEqual()", "assert f()"),
+    ("AlwaysEqual()", "assert abs(f() - 2) < 1e-9"),
+    ("AlwaysEqual()", "assert f() in [2]"),
+    ("Int(0)", "def check(candidate):\n    assert candidate() == 2, 'HumanEval style'\ncheck(f)"),
 ])
-def test_objects_whose_equality_lies_do_not_pass(test):
-    assert_fails(LIARS + test + "\n", "failed assertion")
+def test_objects_whose_equality_lies_do_not_pass(returned, test):
+    assert_fails(Program(LIARS + f"def f():\n    return {returned}\n", (test,)), "not plain data", "failed assertion")
 
 
-def test_honest_values_of_other_types_still_compare_as_python_does():
-    prog = LIARS + """
-import collections, enum, fractions, decimal
-Pair = collections.namedtuple('Pair', 'a b')
-assert Pair(1, 2) == (1, 2) and (1, 2) == Pair(1, 2)
-assert collections.OrderedDict(a=1, b=2) == {'b': 2, 'a': 1}
-assert collections.defaultdict(int, a=1) == {'a': 1} and collections.Counter('aab') == {'a': 2, 'b': 1}
-assert True == 1 and 1 == True and 2.0 == 2 and 1 != 2 and [1, [2.0]] == [1, [2]] and {1: 'a'} != {1: 'b'}
-class Color(enum.IntEnum):
-    RED = 1
-assert Color.RED == 1 and fractions.Fraction(1, 2) == 0.5 and decimal.Decimal(3) == 3
-nan = float('nan')
-assert nan != nan and not (nan == nan)
-class P:  # a class of the program's own, compared with its own kind
-    def __init__(self, x):
-        self.x = x
-    def __eq__(self, other):
-        return isinstance(other, P) and self.x == other.x
-assert P(1) == P(1) and P(1) != P(2) and [P(1)] == [P(1)]
-flag = Int(0) == 2  # outside assert statements, Python's rules apply unchanged
-assert flag is True
-"""
-    assert judge(prog).reason == "passed"
+def test_mock_any_does_not_pass():
+    """unittest.mock.ANY equals everything; it is no builtin type, so it never reaches a comparison."""
+    code = "from unittest import mock\ndef f(x):\n    return mock.ANY\n"
+    for test in ("assert f(1) == 2", "assert [f(1)] == [2]", "assert f(1) == f(2) == 3"):
+        assert_fails(Program(code, (test,)), "not plain data")
+    assert_fails(Program(code.replace("mock.ANY", "[mock.ANY]"), ("assert f(1) == [2]",)), "not plain data")
 
 
-def test_numpy_values_compare_as_numpy_does():
-    pytest.importorskip("numpy")
+def test_a_class_that_claims_to_be_builtin_does_not_pass():
+    code = ("class int(int):\n    __module__ = 'builtins'\n    __qualname__ = 'int'\n"
+            "    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+            "def f(x):\n    return int(0)\n")
+    assert_fails(Program(code, ("assert f(1) == 2",)), "not plain data")
+    assert_fails(Program(code, ("assert f(1) + 2 == 4",)), "not plain data")
+
+
+def test_rebinding_builtins_in_the_program_does_not_pass():
+    """What the program rebinds lives in its own process: the tests compare in the judge's."""
+    code = ("import builtins, operator\n"
+            "for name in ('__s3ft_eq__', '__s3ft_ne__', 'isinstance', 'repr', 'AssertionError', 'abs'):\n"
+            "    setattr(builtins, name, lambda *a, **k: True)\n"
+            "operator.eq = lambda a, b: True\n"
+            "def f(x):\n    return x\n")
+    assert_fails(Program(code, ("assert f(1) == 2",)), "failed assertion")
+    assert_fails(Program(code, ("assert len(f([1])) == 2",)), "failed assertion")
+    # rebinding what the child's own loop uses breaks only the program's answers
+    for name in ("type", "len", "str"):
+        broken = f"import builtins\nbuiltins.{name} = lambda *a: True\ndef f(x):\n    return x\n"
+        assert_fails(Program(broken, ("assert f(1) == 2",)), "failed assertion", "protocol error", "exception")
+
+
+def test_walking_frames_to_forge_completion_does_not_pass():
+    """The program finds the child's reply channel through sys._getframe and answers for the judge
+    (ready, names, results): the judge still runs every test itself and sees the lie."""
+    forge = ("import sys, os\nframe = sys._getframe()\n"
+             "while frame is not None and 'reply' not in frame.f_locals:\n    frame = frame.f_back\n"
+             "reply = frame.f_locals['reply']\n"
+             "for msg in (b\"('ready',('f',('H',0),))\", b\"('ok',True,())\", b\"('passed',)\", b\"('ok',True,())\"):\n"
+             "    reply(msg)\n"
+             "def f(x):\n    return x\n")
+    for end in ("os._exit(0)\n", "sys.exit(0)\n", "pass\n"):
+        assert_fails(Program(forge + end, ("assert f(1) == 2", "assert f(3) == 4")),
+                     "exited before tests finished", "failed assertion", "protocol error", "not plain data")
+
+
+def test_the_program_never_sees_the_tests():
+    """The tests stay in the judge's process: nothing in the child holds their text or expected values."""
+    spy = ("import gc\n"
+           "def f(x):\n"
+           "    return sum(1 for o in gc.get_objects() if type(o) in (str, bytes) and '98765' in str(o))\n")
+    assert judge(Program(spy, ("assert f(1) == 0  # 98765",))).passed
+
+
+def test_honest_values_of_builtin_types_compare_as_python_does():
     prog = """
-import numpy as np
-assert np.float64(0.5) == 0.5 and np.int64(3) == 3 and 3 == np.int64(3) and np.int64(3) != 4
-assert (np.array([1, 2]) == [1, 2]).all() and not (np.array([1, 2]) != np.array([1, 2])).any()
-assert [np.float64(1.5), np.int32(2)] == [1.5, 2]
+import collections
+def f(kind):
+    return {
+        'od': collections.OrderedDict(b=2, a=1), 'dd': collections.defaultdict(int, a=1),
+        'counter': collections.Counter('aab'), 'deque': collections.deque([1, 2]),
+        'nested': [1, (2.0, {3}), {'k': [True, None, b'x', 1j]}], 'nan': float('nan'), 'inf': float('-inf'),
+        'big': 10 ** 100, 'frozen': frozenset({1}), 'text': 'caf\\u00e9 \\n \\'"',
+    }[kind]
+def g(xs):
+    xs.append(4)
+    xs.sort()
 """
-    assert judge(prog).reason == "passed"
+    tests = ("assert f('od') == {'a': 1, 'b': 2} and f('dd') == {'a': 1} and f('counter') == {'a': 2, 'b': 1}",
+             "assert f('deque') == [1, 2] and f('nested') == [1, (2, {3}), {'k': [1, None, b'x', 1j]}]",
+             "nan = f('nan')\nassert nan != nan and f('inf') == float('-inf') and f('big') == 10 ** 100",
+             "assert f('frozen') == {1} and f('text') == 'caf\\u00e9 \\n \\'\"'",
+             "xs = [3, 1]\ng(xs)\nassert xs == [1, 3, 4]  # in-place changes to a list argument are seen")
+    assert judge(Program(prog, tests)).reason == "passed"
+
+
+def test_values_of_other_types_are_not_plain_data():
+    """A namedtuple, a numpy scalar or an IntEnum is no builtin type: comparing one fails, even when
+    honest; solutions return builtin values (MBPP's 500 reference solutions all do)."""
+    prog = "import collections\nPair = collections.namedtuple('Pair', 'a b')\ndef f():\n    return Pair(1, 2)\n"
+    assert_fails(Program(prog, ("assert f() == (1, 2)",)), "not plain data")
+    # but the program's objects can be built, changed, passed back and called by the tests
+    prog = ("class Node:\n    def __init__(self, v):\n        self.v, self.left = v, None\n"
+            "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n")
+    assert judge(Program(prog, ("root = Node(1)\nroot.left = Node(2)\nassert depth(root) == 2 and root.left.v == 2",))
+                 ).passed
 
 
 def test_printing_gigabytes():
@@ -382,13 +447,13 @@ def test_batch_mixes_good_and_hostile_in_order():
     batch = [
         (good, "passed"),
         ("while True:\n    pass\n", "timeout"),
-        ("import os\nwhile True:\n    os.fork()\n", "exception: PermissionError"),
+        ("import os\nwhile True:\n    os.fork()\n", "exception while loading: PermissionError"),
         (good, "passed"),
-        ("x = bytearray(10 ** 11)\n", "exception: MemoryError"),
-        ("import os\nos.kill(os.getppid(), 9)\n", "exception: PermissionError"),
+        ("x = bytearray(10 ** 11)\n", "exception while loading: MemoryError"),
+        ("import os\nos.kill(os.getppid(), 9)\n", "exception while loading: PermissionError"),
         ("import sys\nsys.exit(0)\nassert False\n", "exited before tests finished"),
         ("while True:\n    print('y' * 10 ** 6)\n", "output limit exceeded"),
-        ("assert 1 + 1 == 3\n", "failed assertion"),
+        (Program("x = 1\n", ("assert x + 1 == 3",)), "failed assertion"),
         ("def g(:\n", "syntax error"),
         (good, "passed"),
     ]
@@ -432,15 +497,49 @@ def test_programs_do_not_see_the_judges_package_on_their_path(mode):
     if that folder were on the program's sys.path."""
     assert judge("import code, math, sys\nassert hasattr(code, 'interact') and math.sqrt(4) == 2\n"
                  "assert not any(p.endswith('judges') for p in sys.path), sys.path\n").passed
-    assert_fails("import qa\n", "exception: ModuleNotFoundError: No module named 'qa'")
+    assert_fails("import qa\n", "exception while loading: ModuleNotFoundError (program.py line 1): No module named 'qa'")
 
 
-def test_strict_asserts_rewrites_comparisons_inside_asserts_only():
+def test_the_child_encodes_builtin_types_only():
     import ast
 
     from s3ft.judges import sandbox_child  # importing the child's module runs nothing
-    tree = sandbox_child.strict_asserts(ast.parse("assert f(x) == 2 and y != 3\nz = a == b\nassert a < b\n"))
-    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    assert sorted(calls) == ["__s3ft_eq__", "__s3ft_ne__", "f"]
-    assert ast.unparse(tree.body[1]) == "z = a == b" and ast.unparse(tree.body[2]) == "assert a < b"
+    codec = sandbox_child.Codec()
+    class Int(int):
+        pass
+    text = codec.encode([1, 2.5, "x", (None, True), {1: b"y"}, {3}, Int(4)])
+    assert ast.literal_eval(text) == ("L", 1, ("f", (2.5).hex()), "x", ("T", None, True), ("D", 1, b"y"), ("S", 3),
+                                      ("H", 0))
+    assert codec.objects == [Int(4)] and type(codec.objects[0]) is Int
     assert Path(code_exec.CHILD) == Path(sandbox_child.__file__)  # the file the judge runs
+
+
+def test_base_class_fileio_and_shared_memory_fail_in_the_default_mode(fresh_choice, tmp_path):
+    """The prelude guards io.FileIO, but `_io.FileIO.__mro__[1]` is the unguarded base class, and
+    `_posixshmem` creates files in /dev/shm: without an opt-in the sandbox itself stops both."""
+    fresh_choice.delenv("S3FT_CODE_EXEC_ISOLATION", raising=False)
+    hidden, visible = tmp_path / "fileio.txt", Path(sys.prefix) / f"s3ft-test-{os.getpid()}.txt"
+    for target in (hidden, visible):
+        assert_fails(f"import _io\n_io.FileIO.__mro__[1]({str(target)!r}, 'w').write(b'x')\n",
+                     "FileNotFoundError", "OSError")
+        assert not target.exists()
+    name = f"/s3ft-test-{os.getpid()}"
+    assert_fails(f"import _posixshmem, os\nfd = _posixshmem.shm_open({name!r}, os.O_CREAT | os.O_RDWR, 0o600)\n"
+                 "os.write(fd, b'x')\n", "OSError", "PermissionError")
+    assert not Path("/dev/shm" + name).exists()
+
+
+def test_the_home_directory_and_other_private_paths_are_not_visible_under_bwrap(fresh_choice, tmp_path):
+    """Only system directories and the Python install are there; of a home directory that holds
+    the Python install (pyenv, uv), only the path down to it."""
+    fresh_choice.delenv("S3FT_CODE_EXEC_ISOLATION", raising=False)
+    (tmp_path / "secret.txt").write_text("private")
+    home = os.path.realpath(os.path.expanduser("~"))
+    private = [str(tmp_path), home, "/root", "/home", "/work", "/mnt", "/var/tmp", "/run/user"]
+    visible = [*code_exec._visible_paths(), code_exec.CHILD]  # and the child program itself
+    allowed = {p: sorted({Path(v).relative_to(p).parts[0] for v in visible if v.startswith(p.rstrip("/") + "/")})
+               for p in private}
+    code = "import os\ndef ls(p):\n    return sorted(os.listdir(p)) if os.path.isdir(p) else []\n"
+    tests = tuple(f"assert ls({p!r}) == {want!r}" for p, want in allowed.items())
+    assert judge(Program(code, tests)).passed
+    assert not any(p.startswith(str(tmp_path)) for p in visible)

@@ -3,6 +3,7 @@ and the S3FT target mix through the pipeline with a scripted backend."""
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,44 @@ def test_humaneval_selection_tiers_through_the_pipeline(run_overrides, allow_exe
     cfg = load_config(None, run_overrides + ["generation.backend=scripted-code", "methods=[s3ft]",
                                              "data.task=humaneval"])
     _check_tiers(cfg)
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "unshare", "none"])
+def test_a_token_in_the_home_directory_never_reaches_a_run_artifact(run_overrides, mbpp_dir, allow_exec, tmp_path,
+                                                                    monkeypatch, isolation):
+    """Solutions that read a planted token from the user's home directory and raise it, name a class
+    after it, print it or exit with it: no file of the run holds it, in any mode. Under bubblewrap
+    the home directory is not there at all; elsewhere reasons keep kind and location, and only
+    redacted, truncated program text."""
+    from s3ft.judges import code_exec
+    home = tmp_path / "home"
+    home.mkdir()
+    token = "hf_" + os.urandom(16).hex()
+    (home / ".token").write_text(token)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("S3FT_CODE_EXEC_ISOLATION", isolation)
+    monkeypatch.setattr(code_exec, "_chosen", {})
+    read = f"t = open({str(home / '.token')!r}).read()\n"
+    steal = [read + "raise Exception(t)\n", read + "raise Exception('x ' + t + ' y')\n",
+             read + "raise type(t, (Exception,), {})()\n", read + "import sys\nsys.exit(t)\n",
+             read + "import sys\nprint(t)\nsys.stderr.write(t)\nraise ValueError(t[:20], t[20:])\n",
+             "def add_{k}(x):\n    " + read.strip() + "\n    raise KeyError(t)\n",
+             "def add_{k}(x):\n    " + read.strip() + "\n    return t\n"]
+    ids = [f"mbpp-{i}" for i in range(601, 613)]
+    solutions = {i: steal[n % len(steal)].replace("{k}", str(int(i[5:]) % 100)) for n, i in enumerate(ids)}
+    ScriptedCodeBackend.solutions = solutions
+    ScriptedCodeBackend.plan = {i: "self" for i in ids}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the opt-ins say what they give up
+        cfg = load_config(None, run_overrides + ["generation.backend=scripted-code", "methods=[s3ft]",
+                                                 "data.task=mbpp", f"data.data_dir={mbpp_dir}"])
+        run_pipeline(cfg, until="select")
+    run = Path(cfg.output_dir)
+    verdict_files = sorted(run.rglob("*_verdicts.jsonl"))
+    assert verdict_files, sorted(p.name for p in run.rglob("*"))
+    reasons = [r["reason"] for f in verdict_files for r in read_jsonl(f)]
+    assert reasons and not any(r == "passed" for r in reasons[:len(ids)]), reasons
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+            assert token[3:19].encode() not in path.read_bytes(), path  # nor a piece of it

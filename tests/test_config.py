@@ -40,6 +40,34 @@ def test_bad_yaml_names_file_and_line(tmp_path):
         load_config(p)
 
 
+def test_a_directory_or_an_empty_file_as_config_is_a_one_line_error_naming_it(tmp_path):
+    with pytest.raises(S3FTError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == f"{tmp_path}: is a directory, not a config file"
+    for text in ("", "\n# only a comment\n"):
+        p = tmp_path / "empty.yaml"
+        p.write_text(text)
+        with pytest.raises(S3FTError) as err:
+            load_config(p)  # never the full defaults by accident
+        assert str(err.value).startswith(f"{p}: empty config file") and "\n" not in str(err.value)
+        assert load_config(p, ["data.train_limit=3"]).data.train_limit == 3  # settings given with --set
+    p.write_bytes(b"data: \xff\xfe\n")
+    with pytest.raises(S3FTError, match=f"^{p}: cannot read the config file"):
+        load_config(p)
+
+
+def test_empty_config_through_the_cli_is_one_line_and_non_zero(tmp_path):
+    from typer.testing import CliRunner
+
+    from s3ft.cli import app
+    p = tmp_path / "empty.yaml"
+    p.write_text("")
+    for target in (p, tmp_path):
+        result = CliRunner().invoke(app, ["run", str(target)])
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert str(target) in result.output
+
+
 def test_unknown_key_in_file_names_the_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("generation:\n  max_tokens: 5\n")
@@ -91,7 +119,9 @@ def test_every_refused_sft_args_key_is_a_field_of_sft_config():
 
     from trl import SFTConfig
     fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    older_names = {"warmup_ratio"}  # transformers < 5, which s3ft still supports
+    # Names other supported versions use: warmup_ratio (transformers < 5); activation_checkpointing (the
+    # TRL releases that renamed gradient_checkpointing; train.py passes whichever the installed one has).
+    older_names = {"warmup_ratio", "activation_checkpointing"}
     assert set(SFT_ARGS_REFUSED) - older_names | set(SFT_ARGS_NOT_FINGERPRINTED) <= fields  # no typo in either list
     assert not set(SFT_ARGS_REFUSED) & set(SFT_ARGS_NOT_FINGERPRINTED)
 

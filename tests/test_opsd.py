@@ -188,3 +188,38 @@ def test_s3ft_tasks_lists_opsd_among_the_methods():
     result = CliRunner().invoke(app, ["tasks"])
     methods = next(line for line in result.output.splitlines() if line.startswith("methods:"))
     assert "opsd" in methods.split(":", 1)[1].replace(",", " ").split()
+
+
+def test_opsd_plans_micro_batches_like_training_and_its_dry_run_prices_its_sampling(run_overrides, tiny_model_dir):
+    """opsd's steps are planned like the other methods' (the same completions per step, split into
+    micro-batches that fit the budget, whole logits of each completion counted), and `--dry-run`
+    prices its sampling and its training on prompt + completion, not SFT on gold."""
+    from s3ft.cost import estimate
+    from s3ft.methods.opsd.trainer import opsd_memory_plan, step_shape
+    from s3ft.models import load_tokenizer
+
+    task = get_task(DataConfig(task="arithmetic", train_limit=8))
+    opsd = OPSDConfig(generations_per_row=2, max_completion_length=64)
+    rows, _ = select_rows(task, task.load("train"), opsd)
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    roomy = opsd_memory_plan(str(tiny_model_dir), model, TrainConfig(batch_size=4, memory_budget_gib=64), opsd, tok,
+                             rows)
+    assert (roomy.micro_batch, roomy.grad_accum) == (4, 1)
+    budget = roomy.peak_gib - 0.5 * (roomy.predicted_gib["activations"] + roomy.predicted_gib["logits_chunk"])
+    tight = opsd_memory_plan(str(tiny_model_dir), model, TrainConfig(batch_size=4, memory_budget_gib=budget), opsd,
+                             tok, rows)
+    assert tight.micro_batch < 4 and tight.micro_batch * tight.grad_accum == 4  # same completions per step
+    assert tight.peak_gib <= budget
+    assert step_shape(TrainConfig(batch_size=4), opsd, len(rows)) == (4, 1)
+
+    cfg = load_config(None, run_overrides + ["methods=[sft, opsd]", "data.train_limit=8", "opsd.generations_per_row=2",
+                                             "opsd.max_completion_length=64"])
+    stages = estimate(cfg, probe=False)["stages"]
+    sft, own = stages["train:sft"], stages["train:opsd"]
+    assert own["rows"] == 2 * sft["rows"] == 16  # completions, not rows
+    assert own["sampling"]["output_tokens_max"] == 16 * 64 * cfg.train.epochs
+    from s3ft.memory import FULL_LOGITS_LIVE, GIB, meta_model_shape
+    vocab = meta_model_shape(str(tiny_model_dir)).vocab  # whole logits of every completion in the micro-batch:
+    assert own["memory"]["logits_chunk"] == round(FULL_LOGITS_LIVE * own["micro_batch"] * 64 * vocab * 4 / GIB, 3)
+    assert own["tokens"] >= 16 * 64

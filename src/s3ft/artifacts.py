@@ -13,6 +13,8 @@ summed over every process that worked on it, so a resumed run still reports the 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -53,23 +55,41 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
             yield row
 
 
+@contextlib.contextmanager
+def disk_full_is_an_error(path: str | Path, tmp: Path | None = None) -> Iterator[None]:
+    """A full disk (or quota) while writing `path`: one line naming it. Rows already appended stay
+    on disk (a half-written last line is dropped on resume), so a rerun after freeing space goes on."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise S3FTError(f"{path}: disk full ({os.strerror(e.errno)}) while writing; finished rows are kept: "
+                        "free some space and run the same command again to resume") from None
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     """Write a whole file atomically (temp file + rename)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with disk_full_is_an_error(path, tmp):
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with disk_full_is_an_error(path, tmp):
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _drop_partial_tail(path: Path) -> None:
@@ -200,7 +220,7 @@ class StageArtifact:
         """Add rows (and what making them took) to the file; ids already there are skipped."""
         rows = [r for r in rows if r["id"] not in self.rows]
         if rows:
-            with self.path.open("a", encoding="utf-8") as f:
+            with disk_full_is_an_error(self.path), self.path.open("a", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()

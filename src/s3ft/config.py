@@ -519,12 +519,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise S3FTError(f"{path}: config file not found")
+        if path.is_dir():
+            raise S3FTError(f"{path}: is a directory, not a config file")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
             raise S3FTError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise S3FTError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
+        if loaded is None and not overrides:  # the full defaults by accident would cost hours
+            raise S3FTError(f"{path}: empty config file; write at least one setting in it (e.g. data.task) "
+                            "or give them with --set")
+        loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
             raise S3FTError(f"{path}: expected a mapping at top level")
         data = _merge(data, loaded)

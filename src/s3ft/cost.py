@@ -240,6 +240,9 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ws)) * t.epochs)
     prompt_part = [s - g for s, g in zip(seq_gold, gold_train)]
     for m in cfg.methods:
+        if m == "opsd":  # its own trainer: samples completions, then distils on them
+            stages[f"train:{m}"] = _opsd_train_stage(cfg, path, prompt_part, measured, ws, shape, elem)
+            continue
         seq = [a + n for a, n in zip(prompt_part, lengths["target"][m])]
         stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ws)
     stages["evaluate"] = {k: (round(sum(s[k] for s in per_model.values()), 1) if isinstance(v, (int, float)) else v)
@@ -363,11 +366,34 @@ def _trained_share(cfg: RunConfig, rows: int) -> float:
     return min(1.0, steps * t.learning_rate / FULL_TRAINING)
 
 
-def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: dict | None, ws: int) -> dict:
+def _opsd_train_stage(cfg: RunConfig, path: str, prompts: list[int], probe: dict | None, ws: int,
+                      shape: ModelShape | None, elem: int) -> dict:
+    """opsd's training: each epoch, every row's `generations_per_row` completions of up to
+    `max_completion_length` tokens are sampled (priced as generation, at most that long), then trained
+    on (prompt + completion, whole logits held: `opsd_memory_plan`'s step shape)."""
+    from .methods.opsd.trainer import step_shape
+    o, t = cfg.opsd, cfg.train
+    epochs = math.ceil(t.epochs)
+    completions = [n for n in prompts for _ in range(o.generations_per_row)]
+    batch, accum = step_shape(t, o, len(prompts))
+    steps = math.ceil(math.ceil(len(completions) / (batch * accum * world_size())) * t.epochs)
+    seq = [n + o.max_completion_length for n in completions]
+    stage = _train_stage(cfg, path, seq, steps, probe, ws, batch_size=batch, grad_accum=accum,
+                         full_logits_row=o.max_completion_length)
+    sampling = _gen_stage(completions * epochs, [o.max_completion_length] * (len(completions) * epochs),
+                          o.max_completion_length, batch * accum, False, probe, ws, shape, elem)
+    stage["sampling"] = {k: sampling[k] for k in ("rows", "prompt_tokens", "output_tokens_max", "est_s")}
+    if stage["est_s"] is not None and sampling["est_s"] is not None:
+        stage["est_s"] = _secs(stage["est_s"] + sampling["est_s"])  # an upper bound: completions at full length
+    return stage
+
+
+def _train_stage(cfg: RunConfig, path: str, seq: list[int], steps: int, probe: dict | None, ws: int,
+                 **step) -> dict:
     t = cfg.train
     cut = [min(n, t.max_length) for n in seq]
     try:
-        plan = memory_plan(path, cfg.model, t, cut)
+        plan = memory_plan(path, cfg.model, t, cut, **step)
     except Exception:  # noqa: BLE001 - no model config here (e.g. a served model): no memory prediction
         plan = MemoryPlan(t.batch_size, t.grad_accum, t.gradient_checkpointing, 0.0, max(cut, default=0),
                           {"peak": None})

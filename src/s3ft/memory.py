@@ -94,11 +94,13 @@ class RSSMonitor:
 
 # --- predicting the peak of training ------------------------------------------------------------------
 # What TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`) holds at once: token x vocabulary tiles
-# of at most 4096 x 32768 logits, in fp32. On CPU the tile is folded with torch ops, whose temporaries
-# (scaled logits, exponentials, their product, the gradient's terms) make ~8 tiles live in the backward;
-# on GPU a Triton kernel folds the tile in place.
+# of at most 4096 x 32768 logits, in fp32. On GPU a Triton kernel folds each tile in place (~2 tiles live).
+# On CPU the tiles are folded with torch ops; measured on Qwen2.5-0.5B (docs/memory.md), the step's peak
+# RSS grows by about 5.5 vocabulary-wide fp32 rows per token of the micro-batch (4096 at most): the
+# temporaries of every vocabulary tile and the pages glibc keeps after freeing them.
 LOGIT_TILE_TOKENS, LOGIT_TILE_VOCAB = 4096, 32768
-TILES_LIVE = {"cpu": 8, "gpu": 2}
+TILES_LIVE = {"gpu": 2}
+CPU_VOCAB_ROWS_LIVE = 5.5
 RUNTIME_GIB = 0.35
 """torch, tokenizer, datasets and the Python heap around training: measured ~0.3 GiB on CPU."""
 CPU_BUDGET_SHARE = 0.25
@@ -183,7 +185,8 @@ class TrainPeak:
     activations: int
     """What the backward pass needs from the micro-batch's forward pass."""
     logits_chunk: int
-    """The fused LM head's live logits tiles."""
+    """The LM head's live logits: the fused head's tiles (GPU), its vocabulary-wide temporaries (CPU), or
+    whole logits (opsd)."""
     runtime: int
     """torch, tokenizer, datasets and the Python heap around training."""
 
@@ -196,16 +199,29 @@ class TrainPeak:
         return {k: round(v / GIB, 3) for k, v in {**asdict(self), "peak": self.peak}.items()}
 
 
+FULL_LOGITS_LIVE = 6
+"""Vocabulary-wide fp32 copies per distilled token when a trainer materialises whole logits (opsd's
+`full_logits` and `topk_logits` modes): the student's logits, their log-softmax and its gradient, the
+teacher's logits and log-softmax, and the divergence's temporary."""
+
+
 def train_peak_bytes(shape: ModelShape, *, tokens: int, seq_len: int, weight_elem: int, act_elem: int,
-                     trainable: int, lora_dropout: bool, checkpointing: bool, device: str) -> TrainPeak:
-    """Predicted peak of one training step whose micro-batch holds `tokens` (padded) tokens of `seq_len`."""
+                     trainable: int, lora_dropout: bool, checkpointing: bool, device: str,
+                     full_logits_tokens: int = 0) -> TrainPeak:
+    """Predicted peak of one training step whose micro-batch holds `tokens` (padded) tokens of `seq_len`.
+    `full_logits_tokens`: tokens of the micro-batch whose whole logits the trainer materialises (opsd's
+    completions) instead of TRL's fused, tiled LM head."""
     per_token = activation_bytes_per_token(shape, seq_len, act_elem, lora_dropout)
     if checkpointing:  # each layer's input is kept; one layer's activations are rebuilt at a time
         per_token = shape.layers * shape.hidden * act_elem + per_token // shape.layers
-    live = TILES_LIVE["gpu" if device.startswith("cuda") else "cpu"]
+    if device.startswith("cuda"):
+        logits = TILES_LIVE["gpu"] * min(tokens, LOGIT_TILE_TOKENS) * min(shape.vocab, LOGIT_TILE_VOCAB) * 4
+    else:
+        logits = int(CPU_VOCAB_ROWS_LIVE * min(tokens, LOGIT_TILE_TOKENS) * shape.vocab * 4)
+    if full_logits_tokens:
+        logits = FULL_LOGITS_LIVE * full_logits_tokens * shape.vocab * 4
     return TrainPeak(weights=shape.params * weight_elem, optimizer=trainable * 4 * 3, activations=tokens * per_token,
-                     logits_chunk=live * min(tokens, LOGIT_TILE_TOKENS) * min(shape.vocab, LOGIT_TILE_VOCAB) * 4,
-                     runtime=int(RUNTIME_GIB * GIB))
+                     logits_chunk=logits, runtime=int(RUNTIME_GIB * GIB))
 
 
 def default_budget_gib(device: str) -> float:
@@ -222,12 +238,13 @@ def default_budget_gib(device: str) -> float:
 
 
 def predicted_peak(shape: ModelShape, cfg, longest: int, micro: int, checkpointing: bool, device: str,
-                   weight_elem: int, act_elem: int) -> TrainPeak:
-    """`train_peak_bytes` for `cfg` (a TrainConfig) at a micro-batch of `micro` rows of `longest` tokens."""
+                   weight_elem: int, act_elem: int, full_logits_row: int = 0) -> TrainPeak:
+    """`train_peak_bytes` for `cfg` (a TrainConfig) at a micro-batch of `micro` rows of `longest` tokens,
+    `full_logits_row` of each with whole logits (opsd: the completion)."""
     trainable = lora_params(shape, cfg.lora_r, cfg.target_modules) if cfg.lora else shape.params
     return train_peak_bytes(shape, tokens=micro * longest, seq_len=longest, weight_elem=weight_elem,
                             act_elem=act_elem, trainable=trainable, lora_dropout=cfg.lora and cfg.lora_dropout > 0,
-                            checkpointing=checkpointing, device=device)
+                            checkpointing=checkpointing, device=device, full_logits_tokens=micro * full_logits_row)
 
 
 def longest_row(lengths: list[int], cfg) -> int:
@@ -255,29 +272,32 @@ class MemoryPlan:
 
 
 def plan_training(shape: ModelShape, lengths: list[int], cfg, device: str, weight_elem: int,
-                  act_elem: int) -> MemoryPlan:
+                  act_elem: int, batch_size: int | None = None, grad_accum: int | None = None,
+                  full_logits_row: int = 0) -> MemoryPlan:
     """Micro-batch, gradient accumulation and checkpointing for `cfg` (a TrainConfig) on rows of `lengths` tokens.
 
     The micro-batch is the largest divisor of `batch_size` whose predicted peak, with its rows as long as the
     longest row (padding), fits `memory_budget_gib`; the rest of the batch becomes gradient accumulation, so
     each optimizer step sees the same rows and the same token-averaged loss. If one row does not fit, gradient
-    checkpointing is turned on too.
+    checkpointing is turned on too. `batch_size` and `grad_accum` default to `cfg`'s (opsd passes its own step
+    shape); `full_logits_row` is the tokens of each row whose whole logits the trainer holds (opsd's completion).
     """
+    batch = batch_size or cfg.batch_size
+    accum = grad_accum or cfg.grad_accum
     budget = cfg.memory_budget_gib or default_budget_gib(device)
     longest = longest_row(lengths, cfg)
 
-    def fits(micro: int, checkpointing: bool) -> bool:
-        return predicted_peak(shape, cfg, longest, micro, checkpointing, device, weight_elem,
-                              act_elem).peak <= budget * GIB
+    def peak(micro: int, checkpointing: bool) -> TrainPeak:
+        return predicted_peak(shape, cfg, longest, micro, checkpointing, device, weight_elem, act_elem,
+                              full_logits_row)
 
     checkpointing = cfg.gradient_checkpointing
-    divisors = [d for d in range(cfg.batch_size, 0, -1) if cfg.batch_size % d == 0]
-    micro = next((d for d in divisors if fits(d, checkpointing)), None)
+    divisors = [d for d in range(batch, 0, -1) if batch % d == 0]
+    micro = next((d for d in divisors if peak(d, checkpointing).peak <= budget * GIB), None)
     if micro is None and not checkpointing:
         checkpointing = True
-        micro = next((d for d in divisors if fits(d, True)), None)
+        micro = next((d for d in divisors if peak(d, True).peak <= budget * GIB), None)
     micro = micro or 1  # nothing fits: the smallest step; the prediction says by how much it exceeds
-    peak = predicted_peak(shape, cfg, longest, micro, checkpointing, device, weight_elem, act_elem)
-    return MemoryPlan(micro_batch=micro, grad_accum=cfg.grad_accum * cfg.batch_size // micro,
+    return MemoryPlan(micro_batch=micro, grad_accum=accum * batch // micro,
                       gradient_checkpointing=checkpointing, budget_gib=round(budget, 2), longest_row=longest,
-                      predicted_gib=peak.gib())
+                      predicted_gib=peak(micro, checkpointing).gib())

@@ -40,14 +40,16 @@ def sequence_lengths(tok, rows: list[dict]) -> list[int]:
     return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
-def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengths: list[int]) -> MemoryPlan:
-    """Micro-batch, accumulation and checkpointing that keep training within its memory budget."""
+def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengths: list[int],
+                **step) -> MemoryPlan:
+    """Micro-batch, accumulation and checkpointing that keep training within its memory budget.
+    `step`: `plan_training`'s batch_size, grad_accum and full_logits_row, for a trainer of its own (opsd)."""
     import torch
     device = pick_device(model_cfg.device)
     dtype = pick_dtype(model_cfg.dtype, device) if device.startswith("cuda") else torch.float32
     elem = torch.finfo(dtype).bits // 8
     return plan_training(meta_model_shape(model_path, model_cfg.trust_remote_code), lengths, cfg, device,
-                         weight_elem=elem, act_elem=elem)
+                         weight_elem=elem, act_elem=elem, **step)
 
 
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,

