@@ -19,7 +19,8 @@ from s3ft.config import ModelConfig, load_config
 from s3ft.errors import S3FTError
 from s3ft.pipeline import run_pipeline
 from s3ft.stats import hierarchical_bootstrap
-from s3ft.sweep import SEED_INDEPENDENT, run_sweep
+from s3ft.layout import seed_independent
+from s3ft.sweep import run_sweep
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -267,7 +268,7 @@ def test_sweep_reuses_seed_independent_artifacts_and_pools_seeds(tiny_model_dir,
     # the seed changes the adapter, and nothing upstream of it
     a0 = (dirs[0] / "adapters/sft/model/adapter_model.safetensors").read_bytes()
     assert a0 != (dirs[1] / "adapters/sft/model/adapter_model.safetensors").read_bytes()
-    assert any(p.startswith("answers") for p in SEED_INDEPENDENT)
+    assert any(p.startswith("answers") for p in seed_independent())
     data = compare(dirs, None, tmp_path / "out", CompareOptions(audit_judge=None, nll=False), progress=lambda m: None)
     kl = data["pooled"]["sft"]["drift/response_kl"]
     assert kl["seeds"] == 2 and kl["value"] == pytest.approx(np.mean(

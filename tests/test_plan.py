@@ -80,7 +80,7 @@ def test_the_estimate_and_the_run_both_take_their_prompts_from_the_plan(run_over
 def test_a_run_walks_the_stages_up_to_where_it_stops(run_overrides):
     cfg = load_config(None, run_overrides)  # the meter is off
     assert stages_until(cfg, "generate") == ["data", "generate"]
-    assert stages_until(cfg, "train") == ["data", "generate", "judge", "paraphrase", "select", "train"]
+    assert stages_until(cfg, "train") == ["data", "generate", "judge", "paraphrase", "select", "train"]  # no samples: k = 1
     # evaluation ends with the report; the meter runs where it is on, or where it is asked for
     assert stages_until(cfg, "evaluate")[-2:] == ["evaluate", "report"]
     assert stages_until(cfg, "report")[-2:] == ["evaluate", "report"]

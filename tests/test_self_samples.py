@@ -146,3 +146,22 @@ def test_a_sweep_reuses_the_samples_of_the_first_seed(tmp_path):
     assert {"self_samples.jsonl", "self_samples_verdicts.jsonl", "self_samples_nll.jsonl"} <= set(copied)
     assert (second / "self_samples.meta.json").read_text() == "self_samples.meta.json"
     assert not (second / "train_s3ft.jsonl").exists()
+
+
+def test_samples_are_their_own_stage_judging_makes_none(scripted):
+    """`s3ft judge` judges the greedy answers only; the `samples` stage (`s3ft samples`) makes the samples."""
+    from pathlib import Path
+    from s3ft.plan import stages_until
+    cfg = load_config(None, scripted + ["generation.self_samples=3"])
+    assert stages_until(cfg, "select") == ["data", "generate", "judge", "samples", "paraphrase", "select"]
+    run_pipeline(cfg, until="judge")
+    run = Path(cfg.output_dir)
+    assert (run / "answers_verdicts.jsonl").is_file() and not (run / "self_samples.jsonl").exists()
+    assert not any("#" in r for r in SamplingScript.requests)
+    run_pipeline(cfg, until="samples")
+    assert {r["id"].split("#")[0] for r in read_jsonl(run / "self_samples.jsonl")} == \
+        {i for i in (r["id"] for r in read_jsonl(run / "answers.jsonl")) if row_number(i) % 4}
+    assert (run / "self_samples_verdicts.jsonl").is_file()
+    # without best-of-k the stage is not in a run's plan, but asked for it does nothing
+    one = load_config(None, scripted)
+    assert "samples" not in stages_until(one, "report") and stages_until(one, "samples")[-1] == "samples"

@@ -1,4 +1,5 @@
-"""Checks of a loaded config against the registries: methods, the task and its args, the judge's name and args.
+"""Checks of a loaded config against the registries: methods and their sections, the task and its
+args, the judge's name and args.
 
 `s3ft.config` parses and range-checks a config without importing any registry; the CLI and `Run`
 call `check_config` after loading, so a name or an argument no registration knows is still a
@@ -12,7 +13,7 @@ from pathlib import Path
 from .config import DataConfig, Origins, RunConfig, load_config
 from .errors import S3FTError
 from .judges import judge_args, judge_names
-from .methods import OWN_TRAINER
+from .methods import METHODS
 from .strategies import STRATEGIES
 from .tasks import get_task, task_args
 
@@ -29,8 +30,8 @@ def load_checked_config(path: str | Path | None = None, overrides: list[str] | N
 
 
 def check_config(cfg: RunConfig, origin: Origins | None = None) -> None:
-    """Methods, the opsd cross-checks, the task's args, the judge's name and args; `origin` defaults to
-    where `load_config` read `cfg` from."""
+    """Methods (and each method's own checks), the task's args, the judge's name and args; `origin` defaults to where
+    `load_config` read `cfg` from."""
     origin = origin or cfg.origin
     _check_methods(cfg, origin)
     _check_task(cfg, origin)
@@ -39,19 +40,12 @@ def check_config(cfg: RunConfig, origin: Origins | None = None) -> None:
 
 def _check_methods(cfg: RunConfig, origin: Origins) -> None:
     for m in cfg.methods:
-        if m not in STRATEGIES and m not in OWN_TRAINER:
+        if m not in STRATEGIES and m not in METHODS:
             raise S3FTError(f"{origin('methods')}: methods: unknown strategy '{m}' "
-                            f"(known: {', '.join([*STRATEGIES, *OWN_TRAINER])})")
-    for name, problem in cfg.opsd.problems():
-        raise S3FTError(f"{origin('opsd.' + name)}: opsd.{name}: {problem}")
-    if "opsd" in cfg.methods:  # TRL samples whole groups of generations per optimizer step
-        per_step = cfg.train.batch_size * cfg.train.grad_accum
-        if per_step % cfg.opsd.generations_per_row:
-            raise S3FTError(f"{origin('opsd.generations_per_row')}: opsd.generations_per_row: must divide "
-                            f"train.batch_size x train.grad_accum ({per_step}), got {cfg.opsd.generations_per_row}")
-        if cfg.opsd.max_completion_length >= cfg.train.max_length:
-            raise S3FTError(f"{origin('opsd.max_completion_length')}: opsd.max_completion_length: must be below "
-                            f"train.max_length ({cfg.train.max_length}), got {cfg.opsd.max_completion_length}")
+                            f"(known: {', '.join([*STRATEGIES, *METHODS])})")
+    for method in METHODS.values():  # a section is checked whether or not its method runs, as any section
+        for key, problem in method.check(cfg):
+            raise S3FTError(f"{origin(key)}: {key}: {problem}")
 
 
 def _check_task(cfg: RunConfig, origin: Origins) -> None:

@@ -19,7 +19,7 @@ from .checks import load_checked_config
 from .cost import estimate, format_estimate
 from .errors import S3FTError
 from .judges import get_judge, judge_names
-from .methods import OWN_TRAINER
+from .methods import METHODS
 from .pipeline import run_pipeline
 from .strategies import STRATEGIES
 from .sweep import parse_seeds, run_sweep
@@ -86,8 +86,9 @@ def run(config: Path = typer.Argument(..., help="YAML config (see configs/)."),
     if benchmarks and summary:
         run_dir = Path(summary["config"]["output_dir"])
         try:
-            _compare([run_dir], benchmarks, limit, 0, data_dir, run_dir / "compare", False, 8, "auto", "auto", None,
-                     "auto", 50, False, not summary["config"]["forgetting"]["enabled"], None)
+            _compare(**COMPARE_DEFAULTS, run_dirs=[run_dir], benchmarks=benchmarks, limit=limit, data_dir=data_dir,
+                     output=run_dir / "compare", no_general=False,
+                     no_forgetting=not summary["config"]["forgetting"]["enabled"])
         except S3FTError as e:
             _fail(e)
 
@@ -105,6 +106,7 @@ def _stage_command(stage: str, doc: str):
 for _stage, _doc in [("data", "Load and sample the task's splits"),
                      ("generate", "Generate the base model's answers to the training queries"),
                      ("judge", "Judge the base model's answers"),
+                     ("samples", "Sample best-of-k answers where the greedy one was rejected, and judge them"),
                      ("paraphrase", "Have the model paraphrase gold answers and judge the paraphrases"),
                      ("select", "Select training targets for each method"),
                      ("train", "Train one adapter per method"),
@@ -135,7 +137,12 @@ def parse_limit(text: str | None) -> int | dict[str, int] | None:
     return out["default"] if list(out) == ["default"] else out
 
 
-def _compare(run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
+COMPARE_DEFAULTS = dict(seed=0, batch_size=8, device="auto", dtype="auto", max_gen_toks=None, audit_judge="auto",
+                        audit_size=50, no_nll=False, cache_dir=None)
+"""`s3ft compare`'s defaults, for the commands that compare after running (`run --benchmarks`, `sweep`)."""
+
+
+def _compare(*, run_dirs: list[Path], benchmarks: str | None, limit: str | None, seed: int, data_dir: str | None,
              output: Path | None, no_general: bool, batch_size: int, device: str, dtype: str, max_gen_toks: int | None,
              audit_judge: str, audit_size: int, no_nll: bool, no_forgetting: bool, cache_dir: Path | None,
              contrasts: list[str] | None = None) -> Path:
@@ -188,9 +195,10 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories (sa
                                                          "e.g. --contrast s3ft-ssr (repeatable); every method is "
                                                          "contrasted with sft anyway.")):
     """Compare base and fine-tuned models: in-domain gains vs forgetting, with CIs (seeds pooled)."""
+    options = dict(locals())  # every option, by name
+    options["contrasts"] = options.pop("contrast")
     try:
-        out = _compare(run_dirs, benchmarks, limit, seed, data_dir, output, no_general, batch_size, device, dtype,
-                       max_gen_toks, audit_judge, audit_size, no_nll, no_forgetting, cache_dir, contrast)
+        out = _compare(**options)
     except S3FTError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -213,8 +221,8 @@ def sweep(config: Path = typer.Argument(..., help="YAML config."),
         cfg_overrides = list(set_ or []) + ([f"data.data_dir={data_dir}"] if data_dir else []) + \
             ([f"output_dir={output}"] if output else [])
         dirs = run_sweep(config, cfg_overrides, parse_seeds(seeds), force)
-        out = _compare(dirs, benchmarks, limit, 0, data_dir, dirs[0].parent / "compare", benchmarks is None, 8, "auto",
-                       "auto", None, "auto", 50, False, False, None)
+        out = _compare(**COMPARE_DEFAULTS, run_dirs=dirs, benchmarks=benchmarks, limit=limit, data_dir=data_dir,
+                       output=dirs[0].parent / "compare", no_general=benchmarks is None, no_forgetting=False)
     except S3FTError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -235,7 +243,7 @@ def tasks(name: Optional[str] = typer.Argument(None, help="A task: print its ans
     typer.echo("tasks:      " + ", ".join(task_names()) + "  (`s3ft tasks NAME`: a task's options)")
     typer.echo("judges:     " + ", ".join(judge_names()))
     typer.echo("strategies: " + ", ".join(STRATEGIES))
-    typer.echo("methods:    " + ", ".join([*STRATEGIES, *OWN_TRAINER]) + " (strategies, and methods with their own trainer)")
+    typer.echo("methods:    " + ", ".join([*STRATEGIES, *METHODS]) + " (strategies, and methods with their own trainer)")
     typer.echo("backends:   " + ", ".join(backend_names()))
 
 

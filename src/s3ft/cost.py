@@ -49,7 +49,9 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .artifacts import fingerprint
 from .backends import GenRequest, render_prompt
@@ -57,21 +59,19 @@ from .forgetting import drift
 from .config import RunConfig, to_dict
 from .distributed import world_size
 from .errors import S3FTError
-from .judges import get_judge, judge_args, judge_generations, judge_names
+from .judges import get_judge, judge_args, judge_class, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
 from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
 from .plan import GenStage, Plan, plan
 from .progress import console
 from .train import build_trainer, memory_plan, sequence_lengths
-from .strategies import needs_paraphrase
+from .strategies import STRATEGIES, needs_paraphrase
 from .tasks import get_task
 
 PROBE_BATCH = 16
 PROBE_STEPS = 16
 PROBE_ROWS = 8
 PROBE_TRAIN_STEPS = 3
-UNTIMED_JUDGES = {"llm": "each call is a generation of up to {n} tokens (not timed)",
-                  "code": "runs each program in a sandbox with a timeout (not timed)"}
 
 
 def _lengths(tok, texts: list[str]) -> list[int]:
@@ -160,6 +160,24 @@ def _secs(s: float) -> float:
     return max(round(s, 1), 0.1) if s > 0 else 0.0
 
 
+@dataclass
+class _Pricing:
+    """What every stage's price depends on: the config, the tokenizer, the probe's measurements, the shape."""
+
+    cfg: RunConfig
+    tok: Any
+    path: str
+    measured: dict | None
+    ws: int
+    shape: ModelShape | None
+    elem: int
+
+    def gen_stage(self, prompt_lens: list[int], out_lens: list[int], max_new: int) -> dict:
+        gen = self.cfg.generation
+        return _gen_stage(prompt_lens, out_lens, max_new, gen.batch_size, gen.compact_batches, self.measured,
+                          self.ws, self.shape, self.elem)
+
+
 def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     """Rows, tokens, peak memory and (with `probe` on the `hf` backend) seconds per stage of `cfg`'s run."""
     task = get_task(cfg.data)
@@ -172,97 +190,115 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
         tok = load_tokenizer(path, cfg.model.trust_remote_code)
     except (OSError, ValueError) as e:  # e.g. a served model whose tokenizer is not available here
         raise S3FTError(f"model.name_or_path: cannot load the tokenizer of {path} to count tokens: {e}") from None
-    gen, ws = cfg.generation, world_size()
+    gen = cfg.generation
     eval_new = cfg.eval.max_new_tokens or gen.max_new_tokens
-    shape, elem = _shape(cfg, path)
-
     # Every prompt priced is the plan's, the one the run sends: no paraphrase verdicts yet, so the
     # paraphrase stage holds every row that may need one (an upper bound for s3ft).
     p = plan(cfg, task, train, test)
-    answers, para_stage = p.answers, p.paraphrases()
-    ans_len = _prompt_lengths(tok, answers)
     gold_train = _lengths(tok, [e.gold for e in train])
-    para_len = _prompt_lengths(tok, para_stage)
     gold_test = _lengths(tok, [e.gold for e in test])
-    # training rows with gold targets, and their prompt part (chat template included)
-    gold_rows = p.gold_rows()
-    seq_gold = _sequence_lengths(tok, gold_rows)
-
+    gold_rows = p.gold_rows()  # training rows with gold targets, and their prompt part (chat template included)
     measured = None
     if probe and gen.backend == "hf" and train:
-        measured = _probe(cfg, task, judge, path, tok, train, answers.requests, para_stage.requests, gold_rows)
+        measured = _probe(cfg, task, judge, path, tok, train, p.answers.requests, p.paraphrases().requests, gold_rows)
+    ctx = _Pricing(cfg, tok, path, measured, world_size(), *_shape(cfg, path))
     lengths = _expected_lengths(cfg, measured, gold_train, gold_test, gen.max_new_tokens, eval_new)
 
-    stages: dict[str, dict] = {}
-    stages[answers.name] = _gen_stage(ans_len, _cycled(lengths["answer"], len(ans_len)), answers.max_new_tokens,
-                                      gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
-    stages[answers.name]["requests"] = answers.key
-    samples = p.self_samples_stage()  # best-of-k: every row's samples, of which the rejected rows' are made
-    if samples is not None:
-        sample_len = _prompt_lengths(tok, samples)
-        expected = round(len(sample_len) * (1 - lengths["p_answer"]))
-        extra = _gen_stage(sample_len[:expected], _cycled(lengths["answer"], expected), samples.max_new_tokens,
-                           gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
-        extra.update(rows=len(sample_len), rows_expected=expected, upper_bound=True, requests=samples.key)
-        stages[samples.name] = extra
-    every_row = needs_paraphrase(cfg.methods, True)  # a method paraphrases rows whatever their answer
-    expected_para_rows = len(para_len) if every_row else round(len(para_len) * (1 - lengths["p_answer"]))
-    paras = _gen_stage(para_len[:expected_para_rows], _cycled(lengths["paraphrase"], expected_para_rows),
-                       para_stage.max_new_tokens, gen.batch_size, gen.compact_batches, measured, ws, shape, elem)
-    paras["rows"], paras["rows_expected"] = len(para_len), expected_para_rows
-    paras["output_tokens_max"] = para_stage.max_new_tokens * len(para_len)
-    paras["upper_bound"] = bool(para_len) and not every_row
-    paras["requests"] = para_stage.key
-    stages[para_stage.name] = paras
-
-    models = list(p.evals)
-    prompt_lens: dict[str, list[int]] = {}  # by requests: every model is asked the same, tokenized once
-    per_model = {}
-    for m, stage in p.evals.items():
-        key = stage.key
-        if key not in prompt_lens:
-            prompt_lens[key] = _prompt_lengths(tok, stage)
-        per_model[m] = _gen_stage(prompt_lens[key], lengths["eval"][m], stage.max_new_tokens, gen.batch_size,
-                                  gen.compact_batches, measured, ws, shape, elem)
-        per_model[m]["requests"] = key
-
-    calls = len(answers.requests) + len(para_stage.requests) + sum(len(s.requests) for s in p.evals.values())
-    calls += len(samples.requests) if samples is not None else 0
-    untimed = UNTIMED_JUDGES.get(judge)
-    judge_new = getattr(judge_args(judge, cfg.judge), "max_new_tokens", None)  # a judge that generates
-    stages["judge"] = {"rows": calls, "judge": judge, "est_s": 0.0 if measured and not untimed else None,
-                       "note": untimed.format(n=judge_new) if untimed
-                       else "matches answers as strings or numbers: negligible"}
-    if judge == "llm":
-        stages["judge"]["output_tokens_max"] = calls * judge_new
-
+    stages = _generation_stages(ctx, p, lengths)
+    per_model = _eval_per_model(ctx, p, lengths)
+    stages["judge"] = _judge_stage(ctx, p, judge)
     t = cfg.train
-    steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ws)) * t.epochs)
-    prompt_part = [s - g for s, g in zip(seq_gold, gold_train)]
+    steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ctx.ws)) * t.epochs)
+    prompt_part = [s - g for s, g in zip(_sequence_lengths(tok, gold_rows), gold_train)]
     for m in cfg.methods:
         if m == "opsd":  # its own trainer: samples completions, then distils on them
             stages[f"train:{m}"] = _opsd_train_stage(cfg, path, prompt_part, measured, ws, shape, elem)
             continue
         seq = [a + n for a, n in zip(prompt_part, lengths["target"][m])]
-        stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ws)
-    stages["evaluate"] = {k: (round(sum(s[k] for s in per_model.values()), 1) if isinstance(v, (int, float)) else v)
-                          for k, v in next(iter(per_model.values())).items() if k not in ("peak_rss_gib", "requests")}
-    stages["evaluate"].update(models=models, per_model=per_model)
-    if shape and test:
-        stages["evaluate"]["peak_rss_gib"] = max(s["peak_rss_gib"] for s in per_model.values())
+        stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ctx.ws)
+    stages["evaluate"] = _evaluate_stage(ctx, p, per_model, bool(test))
     if p.probe:
-        stages.update(_forgetting_stages(cfg, p, tok, path, steps, measured, ws, shape, elem))
+        stages.update(_forgetting_stages(cfg, p, tok, path, steps, measured, ctx.ws, ctx.shape, ctx.elem))
     if measured:  # the base model, one training model and one evaluation model per method, the meter's models
         loads = 1 + 2 * len(cfg.methods)
         if p.probe:
             loads += 1 + sum(rows is not None for rows in p.controls.values())
         stages["model loads"] = {"rows": loads, "est_s": _secs(loads * measured["load_s"])}
+    return _total(ctx, stages)
 
+
+def _generation_stages(ctx: _Pricing, p: Plan, lengths: dict) -> dict[str, dict]:
+    """The base model's answers, best-of-k samples (if any) and paraphrases, as the plan lists them."""
+    answers, para_stage = p.answers, p.paraphrases()
+    ans_len = _prompt_lengths(ctx.tok, answers)
+    stages: dict[str, dict] = {}
+    stages[answers.name] = ctx.gen_stage(ans_len, _cycled(lengths["answer"], len(ans_len)), answers.max_new_tokens)
+    stages[answers.name]["requests"] = answers.key
+    samples = p.self_samples_stage() if "samples" in p.stages else None  # best-of-k: of the rejected rows
+    if samples is not None:
+        sample_len = _prompt_lengths(ctx.tok, samples)
+        expected = round(len(sample_len) * (1 - lengths["p_answer"]))
+        extra = ctx.gen_stage(sample_len[:expected], _cycled(lengths["answer"], expected), samples.max_new_tokens)
+        extra.update(rows=len(sample_len), rows_expected=expected, upper_bound=True, requests=samples.key)
+        stages[samples.name] = extra
+    para_len = _prompt_lengths(ctx.tok, para_stage)
+    every_row = needs_paraphrase(ctx.cfg.methods, True)  # a method paraphrases rows whatever their answer
+    expected_para_rows = len(para_len) if every_row else round(len(para_len) * (1 - lengths["p_answer"]))
+    paras = ctx.gen_stage(para_len[:expected_para_rows], _cycled(lengths["paraphrase"], expected_para_rows),
+                          para_stage.max_new_tokens)
+    paras["rows"], paras["rows_expected"] = len(para_len), expected_para_rows
+    paras["output_tokens_max"] = para_stage.max_new_tokens * len(para_len)
+    paras["upper_bound"] = bool(para_len) and not every_row
+    paras["requests"] = para_stage.key
+    stages[para_stage.name] = paras
+    return stages
+
+
+def _eval_per_model(ctx: _Pricing, p: Plan, lengths: dict) -> dict[str, dict]:
+    """Each model's evaluation, as the plan lists them."""
+    prompt_lens: dict[str, list[int]] = {}  # by requests: every model is asked the same, tokenized once
+    per_model = {}
+    for m, stage in p.evals.items():
+        key = stage.key
+        if key not in prompt_lens:
+            prompt_lens[key] = _prompt_lengths(ctx.tok, stage)
+        per_model[m] = ctx.gen_stage(prompt_lens[key], lengths["eval"][m], stage.max_new_tokens)
+        per_model[m]["requests"] = key
+    return per_model
+
+
+def _evaluate_stage(ctx: _Pricing, p: Plan, per_model: dict[str, dict], has_test: bool) -> dict:
+    stage = {k: (round(sum(s[k] for s in per_model.values()), 1) if isinstance(v, (int, float)) else v)
+             for k, v in next(iter(per_model.values())).items() if k not in ("peak_rss_gib", "requests")}
+    stage.update(models=list(p.evals), per_model=per_model)
+    if ctx.shape and has_test:
+        stage["peak_rss_gib"] = max(s["peak_rss_gib"] for s in per_model.values())
+    return stage
+
+
+def _judge_stage(ctx: _Pricing, p: Plan, judge: str) -> dict:
+    """Every generation the plan lists is judged once; a judge's declared `cost_note` says what a dry run
+    cannot time."""
+    samples = p.self_samples_stage() if "samples" in p.stages else None
+    calls = len(p.answers.requests) + len(p.paraphrases().requests) + sum(len(s.requests) for s in p.evals.values())
+    calls += len(samples.requests) if samples is not None else 0
+    untimed = judge_class(judge).cost_note
+    judge_new = getattr(judge_args(judge, ctx.cfg.judge), "max_new_tokens", None)  # a judge that generates
+    stage = {"rows": calls, "judge": judge, "est_s": 0.0 if ctx.measured and not untimed else None,
+             "note": untimed.format(n=judge_new) if untimed else "matches answers as strings or numbers: negligible"}
+    if judge_new is not None:
+        stage["output_tokens_max"] = calls * judge_new
+    return stage
+
+
+def _total(ctx: _Pricing, stages: dict[str, dict]) -> dict:
+    """The estimate: the stages, their total where timed, and what is not; saved when measured."""
+    cfg, measured = ctx.cfg, ctx.measured
     known = [s["est_s"] for s in stages.values() if s.get("est_s") is not None]
     untimed = [k for k, s in stages.items() if measured and s.get("est_s") is None and s.get("rows")]
     untimed += [s["untimed_part"] for s in stages.values() if measured and s.get("untimed_part")]
-    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": gen.backend,
-           "world_size": ws, "stages": stages, "total_est_s": round(sum(known), 1) if measured else None,
+    est = {"config": cfg.output_dir, "model": cfg.model.name_or_path, "backend": cfg.generation.backend,
+           "world_size": ctx.ws, "stages": stages, "total_est_s": round(sum(known), 1) if measured else None,
            "untimed": untimed, "probe": measured}
     if measured:
         save_estimate(cfg, est)
@@ -319,6 +355,18 @@ def _shape(cfg: RunConfig, path: str) -> tuple[ModelShape | None, int]:
         return None, 4
 
 
+def _target_shares(method: str, p: float, q: float) -> tuple[float, float]:
+    """(own answer, paraphrase) shares of a method's targets from what its strategy needs, given the shares
+    p of answers and q of paraphrases the judge accepts: own answers where accepted, then paraphrases of
+    the rest (`failed_rows`) or of every row (`every_row`), else gold. A method with its own trainer: (0, 0)."""
+    strategy = STRATEGIES.get(method)
+    if strategy is None:
+        return 0.0, 0.0
+    a = p if strategy.needs.own_answer else 0.0
+    b = {"none": 0.0, "failed_rows": (1 - a) * q, "every_row": q}[strategy.needs.paraphrase]
+    return a, b
+
+
 def _expected_lengths(cfg: RunConfig, probe: dict | None, gold_train: list[int], gold_test: list[int],
                       max_new: int, eval_new: int) -> dict:
     """Per-row output lengths to expect per stage: the probe's where it ran, else the gold answers' (a proxy).
@@ -338,10 +386,9 @@ def _expected_lengths(cfg: RunConfig, probe: dict | None, gold_train: list[int],
     para = g.get("paraphrase_tokens") or cap(gold_train, max_new)
     para_target = [n + g.get("prefill_tokens", 0) for n in para]
     p, q = g["answer_accepted"], g.get("paraphrase_accepted", 0.0)
-    shares = {"sft": (0.0, 0.0), "ssr": (p, 0.0), "s3ft": (p, (1 - p) * q), "sdft": (0.0, q)}
 
     def mix(method: str, gold: list[int]) -> list[int]:
-        a, b = shares.get(method, (0.0, 0.0))
+        a, b = _target_shares(method, p, q)
         own_i, para_i = _cycled(own, len(gold)), _cycled(para_target, len(gold))
         return [round(a * o + b * r + (1 - a - b) * n) for o, r, n in zip(own_i, para_i, gold)]
     w = _trained_share(cfg, len(gold_train))
@@ -519,7 +566,7 @@ def _probe_generate(backend, task, judge: str, cfg: RunConfig, rows: list, reque
     gens = [done[r.id] for r in requests]
     tokens = [g.completion_tokens for g in gens]
     accepted = 0.0
-    if judge not in UNTIMED_JUDGES:  # cheap judges only: no sandboxed programs or judge model in a dry run
+    if judge_class(judge).cost_note is None:  # cheap judges only: no sandboxed programs or judge model in a dry run
         verdicts = judge_generations(get_judge(judge, None, **cfg.judge.options()), [e.to_dict() for e in rows],
                                      [{"text": prefill + g.text, "finish_reason": g.finish_reason} for g in gens])
         accepted = sum(v.correct for v in verdicts) / len(verdicts)

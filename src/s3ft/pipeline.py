@@ -25,12 +25,14 @@ from .backends import Sampling, get_backend
 from .forgetting import meter
 from .forgetting.targets import NLLScorer, encode_target
 from .checks import check_config
+from .layout import TRAIN_META, RunLayout
+from .rows import GenerationRow, SelectionStats, TrainRow, VerdictRow
 from .config import SFT_ARGS_NOT_FINGERPRINTED, RunConfig, TrainConfig, to_dict
 from .cost import estimate_beside_cost
 from .errors import S3FTError
 from .judges import JudgeContext, get_judge, judge_generations, judge_names
 from .memory import RSSMonitor, release_freed_memory
-from .methods import opsd
+from .methods import get_method
 from .models import check_model, materialize
 from .plan import STAGES, GenStage, Plan, eval_stage, plan, requests_key
 from .progress import console, progress_bar
@@ -41,6 +43,9 @@ from .tasks import Example, Task, get_task
 from .train import train as train_fn
 
 # Best-of-k own answers: their settings are part of the samples' fingerprint only, not of the greedy answers'.
+REL = RunLayout()
+"""File names relative to the run directory, as the plan's stages and `Run.artifact` take them."""
+
 SELF_SAMPLE_KEYS = ("self_samples", "self_sample_temperature", "self_sample_top_p")
 
 
@@ -51,6 +56,7 @@ class Run:
         check_config(cfg)  # a config made in code has not been through the CLI's checks
         self.cfg = cfg
         self.dir = Path(cfg.output_dir)
+        self.layout = RunLayout(self.dir)
         for p in [self.dir, *self.dir.parents]:  # the nearest part that exists must be a directory
             if p.exists():
                 if not p.is_dir():
@@ -142,21 +148,21 @@ def stage_data(run: Run) -> dict[str, list[Example]]:
               for split in ("train", "test")}
     # Loaded, and so checked, before the run directory is made.
     loaded = {split: run.task.load(split) for split, key in inputs.items()
-              if not StageArtifact.finished(run.dir / f"data/{split}.jsonl", key)}
+              if not StageArtifact.finished(run.layout.data(split), key)}
     out = {}
     for split, key in inputs.items():
-        art = run.artifact(f"data/{split}.jsonl", key)
+        art = run.artifact(str(REL.data(split)), key)
         if not art.done:
             rows = loaded[split] if split in loaded else run.task.load(split)
             art.append([ex.to_dict() for ex in rows])
             art.finish({"rows": len(rows)})
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
     if loaded and (record := run.task.split_record()) is not None:
-        write_json(run.dir / "data" / "split.json", record)
+        write_json(run.layout.split_record, record)
     return out
 
 
-def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[dict], str]:
+def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[GenerationRow], str]:
     """Generate for every request of `stage` not yet on disk; returns rows in request order + fingerprint."""
     name, requests, max_new_tokens = stage.artifact, stage.requests, stage.max_new_tokens
     stop, stop_regex = (list(run.task.stop), run.task.answer_complete) if stage.task_stops else ([], None)
@@ -230,7 +236,7 @@ def stage_generate(run: Run, answers: GenStage) -> tuple[list[dict], str]:
 
 
 def stage_judge(run: Run, train: list[Example], gens: list[dict], gen_fp: str) -> tuple[dict, str]:
-    return judge(run, "answers_verdicts.jsonl", train, gens, gen_fp)
+    return judge(run, str(REL.verdicts(REL.answers)), train, gens, gen_fp)
 
 
 def stage_self_samples(run: Run, p: Plan, answers: dict, verdicts: dict,
@@ -247,7 +253,7 @@ def stage_self_samples(run: Run, p: Plan, answers: dict, verdicts: dict,
     gens, gen_fp = generate(run, stage, lambda: Sampling(run.backend(), **stage.sampling_backend_args),
                             base_model_key(run))
     examples = [dataclasses.replace(e, id=sid) for sid, (e, _) in samples.items()]
-    s_verdicts, s_fp = judge(run, "self_samples_verdicts.jsonl", examples, gens, gen_fp)
+    s_verdicts, s_fp = judge(run, str(REL.verdicts(REL.self_samples)), examples, gens, gen_fp)
     accepted: dict[str, list[dict]] = {}
     for g in gens:
         if s_verdicts[g["id"]]["correct"]:
@@ -267,7 +273,7 @@ def _sample_nll(run: Run, samples: dict, gens: list[dict], verdicts_fp: str) -> 
     """Mean NLL per token under the base model of the accepted samples that compete for one row."""
     if not gens:
         return {}
-    art = run.artifact("self_samples_nll.jsonl", {"model": run.model_id, "samples": verdicts_fp,
+    art = run.artifact(str(REL.self_samples_nll), {"model": run.model_id, "samples": verdicts_fp,
                                                   "scoring": "trl-prompt-completion-v1"})
     todo = [g for g in gens if g["id"] not in art.rows]
     if todo:
@@ -325,16 +331,18 @@ def stage_paraphrases(run: Run, p: Plan, answer_verdicts: dict) -> tuple[dict, d
     # The judge and the filter see the whole target: prefill + continuation.
     full = [{**g, "text": task.paraphrase_prefill + g["text"]} for g in gens]
     by_id = {e.id: e for e in p.train}
-    verdicts, v_fp = judge(run, "paraphrases_verdicts.jsonl", [by_id[g["id"]] for g in full], full, gen_fp,
+    verdicts, v_fp = judge(run, str(REL.verdicts(REL.paraphrases)), [by_id[g["id"]] for g in full], full, gen_fp,
                            prefilter=Prefilter.for_run(run))
     return {g["id"]: g for g in full}, verdicts, v_fp
 
 
-def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_verdicts: dict,
-                 paras: dict, p_verdicts: dict, upstream_fp: str) -> tuple[list[dict], dict, str]:
+def stage_select(run: Run, method: str, train: list[Example], answers: dict[str, GenerationRow],
+                 a_verdicts: dict[str, VerdictRow], paras: dict[str, GenerationRow], p_verdicts: dict[str, VerdictRow],
+                 upstream_fp: str) -> tuple[list[TrainRow], SelectionStats, str]:
     """Apply one strategy to every training row; writes train_<method>.jsonl and its stats."""
-    if method == opsd.METHOD:  # no target chosen: the prompts for sampling and scoring, from the data alone
-        rows, stats = opsd.select_rows(run.task, train, run.cfg.opsd)
+    own = get_method(method)
+    if own:  # its own trainer: no target chosen, the rows its trainer reads, from the data alone
+        rows, stats = own.select(run.task, train, getattr(run.cfg, method))
         _write_selection(run, method, rows, stats)
         return rows, stats, fingerprint([method, fingerprint(rows)])
     strategy = get_strategy(method)
@@ -351,7 +359,7 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     # a strategy that only ever emits gold has no fallback to explain
     falls_back = set(strategy.sources) != {GOLD}
     rejections = Counter(k for r, k in zip(rows, kinds) if r["source"] == GOLD and falls_back)
-    stats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
+    stats: SelectionStats = {"method": method, "rows": len(rows), "target_mix": dict(mix),
              "target_share": {k: round(v / len(rows), 4) for k, v in mix.items()},
              "gold_reasons": dict(rejections.most_common())}
     if run.cfg.generation.self_samples > 1 and strategy.needs.uses_own_samples:
@@ -365,10 +373,10 @@ def stage_select(run: Run, method: str, train: list[Example], answers: dict, a_v
     return rows, stats, fingerprint([upstream_fp, method, fingerprint(rows)])
 
 
-def _write_selection(run: Run, method: str, rows: list[dict], stats: dict) -> None:
+def _write_selection(run: Run, method: str, rows: list[TrainRow], stats: SelectionStats) -> None:
     if dist.is_main():  # every rank selects the same rows; one writes them
-        write_jsonl(run.dir / f"train_{method}.jsonl", rows)
-        write_json(run.dir / f"train_{method}.stats.json", stats)
+        write_jsonl(run.layout.train(method), rows)
+        write_json(run.layout.train_stats(method), stats)
 
 
 def train_key(cfg: TrainConfig) -> dict:
@@ -384,11 +392,12 @@ def train_key(cfg: TrainConfig) -> dict:
 
 def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_cfg: TrainConfig | None = None) -> str:
     train_cfg = train_cfg or run.cfg.train
-    out = run.dir / "adapters" / method
+    out = run.layout.adapter_dir(method)
     inputs = {"model": run.model_id, "train": train_key(train_cfg), "targets": select_fp}
-    if method == opsd.METHOD:
-        inputs["opsd"] = to_dict(run.cfg.opsd)
-    meta_path = out / "train_meta.json"
+    own = get_method(method)
+    if own:
+        inputs[method] = to_dict(getattr(run.cfg, method))
+    meta_path = run.layout.train_meta(method)
     fp = fingerprint(inputs)
 
     def trained() -> bool:  # decided by the main process, so that all ranks agree
@@ -409,22 +418,23 @@ def stage_train(run: Run, method: str, rows: list[dict], select_fp: str, train_c
     if dist.on_main(trained):
         meta = json.loads(meta_path.read_text())
         run._cost(f"train:{method}", StageCost(**meta.get("cost", {})), reused=True)
-        run.cost[f"train:{method}"].update(opsd.sampling_cost(meta.get("stats", {})))
+        if own:
+            run.cost[f"train:{method}"].update(own.sampling_cost(meta.get("stats", {})))
         return str(out / "model")
     run.release_backend()
     console.print(f"[bold]train[/] {method}: {len(rows)} rows")
     t0 = time.time()
     with RSSMonitor() as mem:
-        if method == opsd.METHOD:
-            from .methods.opsd.trainer import train as train_opsd  # TRL's experimental trainer: loaded when used
-            stats = train_opsd(run.model_path, run.cfg.model, train_cfg, run.cfg.opsd, rows, out)
+        if own:
+            stats = own.trainer()(run.model_path, run.cfg.model, train_cfg, getattr(run.cfg, method), rows, out)
         else:
             stats = train_fn(run.model_path, run.cfg.model, train_cfg, rows, out)  # every rank: DDP/FSDP/ZeRO
     release_freed_memory()  # training's activations and optimizer state: not carried into evaluation
     if dist.is_main():
         cost = StageCost(round(time.time() - t0, 3), stats.get("tokens", 0), len(rows), round(mem.peak_gib, 2))
         run._cost(f"train:{method}", cost, reused=False)
-        run.cost[f"train:{method}"].update(opsd.sampling_cost(stats))
+        if own:
+            run.cost[f"train:{method}"].update(own.sampling_cost(stats))
         write_json(meta_path, {"fingerprint": fp, "inputs": inputs, "done": True, "stats": stats,
                                "cost": asdict(cost)})
     dist.barrier()  # adapter and meta are on disk before any rank evaluates them
@@ -438,12 +448,12 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     stage = stage or eval_stage(run.cfg, run.task, label, test)
     key = base_model_key(run)
     if adapter:
-        key = {**key, "adapter": json.loads((Path(adapter).parent / "train_meta.json").read_text())["fingerprint"]}
+        key = {**key, "adapter": json.loads((Path(adapter).parent / TRAIN_META).read_text())["fingerprint"]}
         backend_fn = AdapterBackend(run, adapter)
     else:
         backend_fn = run.backend
     gens, gen_fp = generate(run, stage, backend_fn, key)
-    verdicts, _ = judge(run, f"eval/{label}_verdicts.jsonl", test, gens, gen_fp)
+    verdicts, _ = judge(run, str(REL.verdicts(REL.eval(label))), test, gens, gen_fp)
     if isinstance(backend_fn, AdapterBackend):
         backend_fn.close()
     k, n = sum(verdicts[e.id]["correct"] for e in test), len(test)
@@ -454,7 +464,7 @@ def stage_evaluate(run: Run, label: str, test: list[Example], adapter: str | Non
     if extra:
         metrics["task_metrics"] = extra
     if dist.is_main():
-        write_json(run.dir / "eval" / f"{label}.metrics.json", metrics)
+        write_json(run.layout.eval_metrics(label), metrics)
     return metrics
 
 
@@ -495,10 +505,10 @@ def stage_controls(run: Run, p: Plan) -> dict[str, str]:
 
 
 def _untrained_adapter(run: Run) -> str:
-    out = run.dir / "adapters" / meter.CONTROLS["untrained"]
+    out = run.layout.adapter_dir(meter.CONTROLS["untrained"])
     tc = run.cfg.train
     inputs = {"model": run.model_id, "control": "untrained", "lora": [tc.lora_r, tc.lora_alpha, tc.target_modules]}
-    meta = out / "train_meta.json"
+    meta = run.layout.train_meta(meter.CONTROLS["untrained"])
     if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fingerprint(inputs):
         return str(out / "model")
     from peft import LoraConfig, get_peft_model
@@ -552,20 +562,20 @@ class Made:
 
     t_start: float
     """When the invocation started (the summary's wall time)."""
-    gens: list[dict] = field(default_factory=list)
+    gens: list[GenerationRow] = field(default_factory=list)
     """The base model's answers, in training-row order."""
     gen_fp: str = ""
-    answers: dict[str, dict] = field(default_factory=dict)
+    answers: dict[str, GenerationRow] = field(default_factory=dict)
     """The own answer of each row by id: the greedy one, or an accepted sample where it was rejected
     (`generation.self_samples`)."""
-    a_verdicts: dict[str, dict] = field(default_factory=dict)
+    a_verdicts: dict[str, VerdictRow] = field(default_factory=dict)
     """The answers' verdicts by row id."""
     a_fp: str = ""
-    paras: dict[str, dict] = field(default_factory=dict)
+    paras: dict[str, GenerationRow] = field(default_factory=dict)
     """The paraphrases by row id (prefill included)."""
-    p_verdicts: dict[str, dict] = field(default_factory=dict)
+    p_verdicts: dict[str, VerdictRow] = field(default_factory=dict)
     p_fp: str = ""
-    selected: dict[str, tuple[list[dict], dict, str]] = field(default_factory=dict)
+    selected: dict[str, tuple[list[TrainRow], SelectionStats, str]] = field(default_factory=dict)
     """Per method: its training rows, their stats and their fingerprint."""
     adapters: dict[str, str] = field(default_factory=dict)
     """Per method: its trained adapter's path."""
@@ -584,8 +594,11 @@ def _generate(run: Run, p: Plan, made: Made) -> None:
 
 def _judge(run: Run, p: Plan, made: Made) -> None:
     made.a_verdicts, made.a_fp = stage_judge(run, p.train, made.gens, made.gen_fp)
-    made.answers, made.a_verdicts, made.a_fp = stage_self_samples(run, p, {g["id"]: g for g in made.gens},
-                                                                  made.a_verdicts, made.a_fp)
+    made.answers = {g["id"]: g for g in made.gens}
+
+
+def _samples(run: Run, p: Plan, made: Made) -> None:
+    made.answers, made.a_verdicts, made.a_fp = stage_self_samples(run, p, made.answers, made.a_verdicts, made.a_fp)
 
 
 def _paraphrase(run: Run, p: Plan, made: Made) -> None:
@@ -621,8 +634,8 @@ def _report(run: Run, p: Plan, made: Made) -> None:
                                      estimate_beside_cost(run.cfg, run.cost))
 
 
-STEPS = {"generate": _generate, "judge": _judge, "paraphrase": _paraphrase, "select": _select, "train": _train,
-         "evaluate": _evaluate, "forgetting": _forgetting, "report": _report}
+STEPS = {"generate": _generate, "judge": _judge, "samples": _samples, "paraphrase": _paraphrase, "select": _select,
+         "train": _train, "evaluate": _evaluate, "forgetting": _forgetting, "report": _report}
 """What each stage after `data` does with the plan and what the stages before it made."""
 
 
@@ -633,7 +646,7 @@ def _run_stages(run: Run, until: str) -> dict:
         run._model_path = dist.on_main(lambda: run.model_path)
     data = dist.on_main(lambda: stage_data(run))  # makes and locks the run directory
     if dist.is_main():
-        write_json(run.dir / "config.json", to_dict(cfg))
+        write_json(run.layout.config, to_dict(cfg))
     p = plan(cfg, run.task, data["train"], data["test"], until)
     console.print(f"[bold]{cfg.data.task}[/]: {len(p.train)} train / {len(p.test)} test rows -> {run.dir}")
     for stage in p.stages[1:]:  # the data stage made the plan's rows

@@ -20,11 +20,15 @@ from typing import Mapping
 from .artifacts import fingerprint
 from .backends import GenRequest
 from .forgetting import drift, meter
+from .layout import RunLayout
 from .config import RunConfig
 from .strategies import needs_paraphrase, strategies_of
 from .tasks import Example, Task
 
-STAGES = ["data", "generate", "judge", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
+STAGES = ["data", "generate", "judge", "samples", "paraphrase", "select", "train", "evaluate", "forgetting", "report"]
+
+
+REL = RunLayout()  # the stages name their files relative to the run directory
 
 
 @dataclass
@@ -100,7 +104,7 @@ class Plan:
         rows = [e for e in self.train if answer_correct is None or not answer_correct[e.id]]
         requests = [GenRequest(f"{r.id}#{j}", r.messages) for r in answer_requests(self.task, rows)
                     for j in range(1, self.self_samples)]
-        return GenStage("self_samples.jsonl", requests, self.max_new_tokens, sampling=self.sampling)
+        return GenStage(str(REL.self_samples), requests, self.max_new_tokens, sampling=self.sampling)
 
     def paraphrase_rows(self, answer_correct: Mapping[str, bool] | None = None) -> list[Example]:
         """The training rows a method needs a paraphrase of, given each row's answer verdict (by id).
@@ -110,7 +114,7 @@ class Plan:
 
     def paraphrases(self, answer_correct: Mapping[str, bool] | None = None) -> GenStage:
         """The paraphrase stage for `paraphrase_rows(answer_correct)`."""
-        return GenStage("paraphrases.jsonl", paraphrase_requests(self.task, self.paraphrase_rows(answer_correct)),
+        return GenStage(str(REL.paraphrases), paraphrase_requests(self.task, self.paraphrase_rows(answer_correct)),
                         self.max_new_tokens)
 
     def gold_rows(self, reason: str = "gold") -> list[dict]:
@@ -141,7 +145,7 @@ def gold_rows(task: Task, rows: list[Example], reason: str = "gold") -> list[dic
 
 def eval_stage(cfg: RunConfig, task: Task, label: str, test: list[Example]) -> GenStage:
     """The evaluated model `label`'s answers to the test rows."""
-    return GenStage(f"eval/{label}.jsonl", answer_requests(task, test),
+    return GenStage(str(REL.eval(label)), answer_requests(task, test),
                     cfg.eval.max_new_tokens or cfg.generation.max_new_tokens)
 
 
@@ -151,16 +155,23 @@ def requests_key(requests: list[GenRequest]) -> str:
 
 
 def stages_until(cfg: RunConfig, until: str = "report") -> list[str]:
-    """The stages a run stopping after `until` goes through. Evaluation always ends with the report; the
-    forgetting meter runs where the config turns it on, or where it is asked for (`s3ft forgetting`)."""
+    """The stages a run stopping after `until` goes through. Evaluation always ends with the report; best-of-k
+    samples and the forgetting meter run where the config asks for them (`generation.self_samples` with a
+    strategy that uses them; `forgetting.enabled`), or where they are asked for (`s3ft samples`, `s3ft forgetting`)."""
     last = STAGES.index(until)
     evaluate = STAGES.index("evaluate")
-    out = STAGES[:min(last, evaluate) + 1]
+    out = [s for s in STAGES[:min(last, evaluate) + 1] if s != "samples" or until == "samples" or _samples_k(cfg) > 1]
     if last >= evaluate:
         if last >= STAGES.index("forgetting") and (cfg.forgetting.enabled or until == "forgetting"):
             out.append("forgetting")
         out.append("report")
     return out
+
+
+def _samples_k(cfg: RunConfig) -> int:
+    """Answers per row, greedy included, where a strategy of the run uses best-of-k samples; else 1."""
+    uses = any(s.needs.uses_own_samples for s in strategies_of(cfg.methods))
+    return cfg.generation.self_samples if uses else 1
 
 
 def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], until: str = "report") -> Plan:
@@ -173,15 +184,15 @@ def plan(cfg: RunConfig, task: Task, train: list[Example], test: list[Example], 
     if "forgetting" in stages:
         fc = cfg.forgetting
         prompts = drift.load_prompt_probe(fc.prompts_file, fc.prompts_limit)
-        probe = GenStage(f"{meter.FOLDER}/probe_responses.jsonl", probe_requests(prompts), fc.max_new_tokens,
+        probe = GenStage(str(REL.probe_responses), probe_requests(prompts), fc.max_new_tokens,
                          task_stops=False)
         if "untrained" in fc.controls:
             controls[meter.CONTROLS["untrained"]] = None
         if "planted" in fc.controls:
             controls[meter.CONTROLS["planted"]] = gold_rows(task, train, "control")
-    k = gen.self_samples if any(s.needs.uses_own_samples for s in strategies_of(cfg.methods)) else 1
+    k = _samples_k(cfg)
     sampling = {"temperature": gen.self_sample_temperature, "top_p": gen.self_sample_top_p,
                 "seed": gen.seed} if k > 1 else None
     return Plan(stages, task, train, test, list(cfg.methods),
-                GenStage("answers.jsonl", answer_requests(task, train), gen.max_new_tokens),
+                GenStage(str(REL.answers), answer_requests(task, train), gen.max_new_tokens),
                 evals, probe, prompts, controls, gen.max_new_tokens, k, sampling)

@@ -9,19 +9,20 @@ from .compare.contrasts import headline
 from .compare.run_contrasts import run_contrasts
 from .config import to_dict
 from .mdtext import md_row, md_text
-from .methods.opsd.cost import cost_lines
+from .methods import METHODS
 from .progress import console
-from .strategies import group_counts, source_groups
+from .rows import EvalResult, SelectionStats, Summary
+from .strategies import STRATEGIES, group_counts, source_groups
 
 
-def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgetting: dict | None = None,
-                  estimate: dict | None = None) -> dict:
+def write_summary(run, results: dict[str, EvalResult], select_stats: dict[str, SelectionStats], wall_s: float,
+                  forgetting: dict | None = None, estimate: dict | None = None) -> Summary:
     """`estimate`: `cost.against_cost`'s estimated vs actual per stage, kept beside `cost`."""
     base = results.get("base", {}).get("accuracy")
     contrasts = {}
     if "base" in results:  # each method against SFT, paired over the run's own items
         contrasts = run_contrasts(run.dir, to_dict(run.cfg), list(results), lambda: run.model_path)
-    summary = {
+    summary: Summary = {
         "task": run.cfg.data.task,
         "model": run.cfg.model.name_or_path,
         "contrasts": contrasts,
@@ -29,7 +30,7 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "in_domain_ci95": {m: r["ci95"] for m, r in results.items()},
         "in_domain_n": {m: r["n"] for m, r in results.items()},
         "task_metrics": {m: _flat(r.get("task_metrics", {})) for m, r in results.items() if r.get("task_metrics")},
-        "target_mix": _mix(select_stats.get("s3ft") or next(iter(select_stats.values()), {})),
+        "target_mix": _mix(select_stats[_headline(select_stats)] if select_stats else {}),
         "target_mix_by_method": {m: s["target_mix"] for m, s in select_stats.items()},
         "gold_reasons_by_method": {m: s["gold_reasons"] for m, s in select_stats.items()},
         "answer_formats_by_method": {m: s["answer_formats_by_source"] for m, s in select_stats.items()
@@ -39,8 +40,8 @@ def write_summary(run, results: dict, select_stats: dict, wall_s: float, forgett
         "estimate": estimate,
         "config": to_dict(run.cfg),
     }
-    write_json(run.dir / "summary.json", summary)
-    (run.dir / "report.md").write_text(render_markdown(summary, base), encoding="utf-8")
+    write_json(run.layout.summary, summary)
+    run.layout.report.write_text(render_markdown(summary, base), encoding="utf-8")
     print_table(summary)
     return summary
 
@@ -57,6 +58,12 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
+def _headline(select_stats: dict[str, SelectionStats]) -> str:
+    """The method whose target mix heads the summary: the first of those whose strategy declares the most
+    sources (the one that mixes own answers, paraphrases and gold, where the run has it)."""
+    return max(select_stats, key=lambda m: len(STRATEGIES[m].sources) if m in STRATEGIES else 0)
+
+
 def _mix(stats: dict) -> dict:
     """A method's target mix per display group, each under its first source label ('self', 'paraphrase', 'gold')."""
     mix = stats.get("target_mix", {})
@@ -71,7 +78,7 @@ def mix_table(mixes: dict[str, dict[str, int]]) -> tuple[list[str], list[list[in
     return ["/".join(labels) for labels in groups.values()], [group_counts(mix, groups) for mix in mixes.values()]
 
 
-def render_markdown(s: dict, base: float | None) -> str:
+def render_markdown(s: Summary, base: float | None) -> str:
     lines = [f"# s3ft run: {md_text(s['task'])} with {md_text(s['model'])}", ""]
     if not s.get("contrasts") and len(s["in_domain"]) > 1:
         lines += ["No method is compared with SFT: this run has no `sft` (add it to `methods` for the "
@@ -123,7 +130,7 @@ def render_markdown(s: dict, base: float | None) -> str:
     lines.append("\nEach stage's cost is what making its artifact took, over every invocation that worked on it; "
                  "reused: finished by an earlier one.")
     lines.append(f"Total wall time this invocation: {s['cost']['total_wall_s']:.0f} s.")
-    lines += cost_lines(s["cost"]["stages"])
+    lines += [line for name, m in METHODS.items() for line in m.cost_lines(s["cost"]["stages"], name)]
     if s.get("estimate"):
         e = s["estimate"]
         lines += ["", f"## Estimated vs actual ({e['source']})", "",
@@ -182,7 +189,7 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
-def print_table(s: dict) -> None:
+def print_table(s: Summary) -> None:
     t = Table(title=f"in-domain accuracy: {s['task']}")
     for col in ("model", "accuracy", "95% CI", "n"):
         t.add_column(col)

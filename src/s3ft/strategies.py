@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, NamedTuple, get_args
 
 from .errors import S3FTError
-from .methods import OWN_TRAINER
+from .methods import METHODS
 
 GOLD = "gold"
 """The source (and display group) of the dataset's own answer: every strategy's fallback."""
@@ -181,7 +181,7 @@ def get_strategy(name: str) -> Strategy:
 def strategies_of(methods: Iterable[str]) -> list[Strategy]:
     """The strategies among a run's methods; methods with a trainer of their own (`s3ft.methods`, e.g.
     `opsd`) choose no target and need nothing from the answer and paraphrase stages."""
-    return [get_strategy(m) for m in methods if m not in OWN_TRAINER]
+    return [get_strategy(m) for m in methods if m not in METHODS]
 
 
 def needs_paraphrase(methods: list[str], answer_correct: bool) -> bool:

@@ -14,14 +14,10 @@ import shutil
 from pathlib import Path
 
 from .config import RunConfig, load_config
+from .layout import seed_independent
 from .errors import S3FTError
 from .pipeline import run_pipeline
 from .progress import console
-
-# Run-directory files that do not depend on train.seed under greedy decoding (and their .meta.json).
-# Best-of-k samples depend on generation.seed, which a sweep keeps fixed.
-SEED_INDEPENDENT = ["data/*.jsonl", "data/*.meta.json", "answers*", "self_samples*", "paraphrases*",
-                    "judge_cache.jsonl", "eval/base*", "forgetting/probe_responses*", "forgetting/drift_base*"]
 
 
 def seed_dir(root: Path, seed: int) -> Path:
@@ -41,7 +37,7 @@ def parse_seeds(text: str) -> list[int]:
 def reuse_seed_independent(src: Path, dst: Path) -> list[str]:
     """Copy the seed-independent artifacts of a finished seed into a new seed's run directory."""
     copied = []
-    for pattern in SEED_INDEPENDENT:
+    for pattern in seed_independent():  # each artifact declares it (s3ft.layout)
         for f in sorted(src.glob(pattern)):
             target = dst / f.relative_to(src)
             if f.is_file() and not target.exists():

@@ -18,6 +18,7 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any, Callable
 
 from .config import ModelConfig, TrainConfig
 from .errors import S3FTError
@@ -54,7 +55,6 @@ def memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, lengt
 
 def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[dict], out_dir: Path,
                   max_steps: int | None = None):
-    import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -63,48 +63,58 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, row
     tok = load_tokenizer(model_path, model_cfg.trust_remote_code)
     tok.padding_side = "right"
     plan = memory_plan(model_path, model_cfg, cfg, sequence_lengths(tok, rows))
-    # transformers 5.x renamed gradient_checkpointing (the old name still works, with a warning).
-    fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-    # s3ft's choices for the options it does not own; train.sft_args overrides them (the config
-    # check keeps it off the options s3ft owns: `SFT_ARGS_REFUSED`).
-    defaults = dict(
-        lr_scheduler_type="cosine",
-        logging_steps=max(1, math.ceil(len(rows) / cfg.batch_size / 5)),
-        save_total_limit=1,
-        report_to="none",
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; searching costs a pass
-    )
     # The config comes first: under `accelerate launch` with DeepSpeed ZeRO-3 creating it makes
     # from_pretrained below load each weight straight into its shard (zero.Init).
-    args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=plan.micro_batch,
-        gradient_accumulation_steps=plan.grad_accum,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        max_length=cfg.max_length,
-        packing=cfg.packing,
-        **{ckpt: plan.gradient_checkpointing},
-        completion_only_loss=True,
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-        use_cpu=not on_gpu,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        **{**defaults, **cfg.sft_args},
-    )
+    args = training_arguments(SFTConfig, cfg, model_cfg, out_dir, batch=plan.micro_batch, accum=plan.grad_accum,
+                              logging_steps=max(1, math.ceil(len(rows) / cfg.batch_size / 5)), max_steps=max_steps,
+                              gradient_checkpointing=plan.gradient_checkpointing, options=cfg.sft_args,
+                              max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_sft_dataset(rows), processing_class=tok,
                          peft_config=lora_config(cfg))
     trainer.s3ft_memory_plan = plan
     return trainer
+
+
+def training_arguments(args_cls: type, cfg: TrainConfig, model_cfg: ModelConfig, out_dir: Path, *, batch: int,
+                       accum: int, logging_steps: int, max_steps: int | None, gradient_checkpointing: bool,
+                       options: dict, **method_args: Any):
+    """The TrainingArguments every trainer shares (`args_cls`: TRL's `SFTConfig`, or a method's own config
+    class), from `train:`; `method_args`: the trainer's own; `options` (`train.sft_args`) override s3ft's
+    choices for the options it does not own (the config check keeps them off the ones it owns)."""
+    import torch
+    _, dtype, on_gpu = training_device(model_cfg)
+    # transformers 5.x renamed gradient_checkpointing (the old name still works, with a warning).
+    fields = {f.name for f in dataclasses.fields(args_cls)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    defaults = dict(
+        lr_scheduler_type="cosine",
+        logging_steps=logging_steps,
+        save_total_limit=1,
+        report_to="none",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight gets a gradient; searching costs a pass
+    )
+    return args_cls(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        **{ckpt: gradient_checkpointing},
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        use_cpu=not on_gpu,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        **method_args,
+        **{**defaults, **options},
+    )
 
 
 def training_device(model_cfg: ModelConfig):
@@ -166,10 +176,28 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
                                           and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3)
     if cfg.lora and cfg.merge and sharded:  # PEFT cannot merge into sharded weights
         raise S3FTError("train.merge is not supported with FSDP or ZeRO-3: merge the saved adapter afterwards")
+    result = train_and_save(trainer, cfg, out_dir)
+    if result is None:
+        return {}
+    # tokens trained on: every prepared (tokenized, truncated or packed) sequence, once per epoch
+    tokens = round(sum(min(len(ids), cfg.max_length) for ids in trainer.train_dataset["input_ids"]) * cfg.epochs)
+    return {**loss_stats(trainer, result), "rows": len(rows), "tokens": tokens,
+            "runtime_s": result.metrics.get("train_runtime"),
+            "memory_plan": dataclasses.asdict(trainer.s3ft_memory_plan)}
+
+
+def train_and_save(trainer, cfg: TrainConfig, out_dir: Path, before_save: Callable[[Any], None] | None = None):
+    """The tail every trainer shares: resume from the newest complete checkpoint, train, save the adapter (or
+    full model) to `out_dir/model` and, with `train.merge`, the merged model to `out_dir/merged`.
+    `before_save(model)`: a last change to the trained model (e.g. drop an adapter that is not the result).
+    Returns the train result on the main process, None on the others."""
     ckpt = latest_checkpoint(out_dir / "checkpoints", remove_incomplete=trainer.is_world_process_zero())
     if ckpt:
         console.print(f"resuming training from {ckpt}", soft_wrap=True)
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if before_save:
+        before_save(model)
     final = out_dir / "model"
     if trainer.is_fsdp_enabled:  # a sharded state dict would leave model/ without adapter weights
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
@@ -178,16 +206,17 @@ def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, rows: list[
         from transformers.integrations import unset_hf_deepspeed_config
         unset_hf_deepspeed_config()
     if not trainer.is_world_process_zero():
-        return {}
+        return None
     trainer.processing_class.save_pretrained(str(final))
     if cfg.lora and cfg.merge:
-        merged = trainer.model.merge_and_unload()
+        merged = model.merge_and_unload()
         merged.save_pretrained(str(out_dir / "merged"))
         trainer.processing_class.save_pretrained(str(out_dir / "merged"))
+    return result
+
+
+def loss_stats(trainer, result) -> dict:
+    """The training loss, the first and last logged losses, and the optimizer steps taken."""
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    # tokens trained on: every prepared (tokenized, truncated or packed) sequence, once per epoch
-    tokens = round(sum(min(len(ids), cfg.max_length) for ids in trainer.train_dataset["input_ids"]) * cfg.epochs)
     return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
-            "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-            "rows": len(rows), "tokens": tokens, "runtime_s": result.metrics.get("train_runtime"),
-            "memory_plan": dataclasses.asdict(trainer.s3ft_memory_plan)}
+            "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step}

@@ -42,20 +42,22 @@ def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> 
     task = get_task(DataConfig(**run.config["data"]))
     primary = task.judge
     second = get_judge(judge_name)
-    examples = {r["id"]: Example.from_dict(r).to_dict() for r in read_jsonl(run.path / "data" / "train.jsonl")}
+    examples = {r["id"]: Example.from_dict(r).to_dict() for r in read_jsonl(run.layout.data("train"))}
     selected = {}
     for m in run.methods:
-        p = run.path / f"train_{m}.jsonl"
+        p = run.layout.train(m)
         if m != "base" and p.is_file():
             for r in read_jsonl(p):
                 if r["source"] != GOLD:
                     selected.setdefault((r["id"], source_group(r["source"])), []).append(m)
     population, truncated, filtered = [], 0, 0
-    for kind, gens_file, prefill in (("answer", "answers", ""), ("paraphrase", "paraphrases", task.paraphrase_prefill)):
-        if not (run.path / f"{gens_file}_verdicts.jsonl").is_file():
+    layout = run.layout
+    for kind, gens, prefill in (("answer", layout.answers, ""), ("paraphrase", layout.paraphrases,
+                                                                   task.paraphrase_prefill)):
+        if not layout.verdicts(gens).is_file():
             continue
-        verdicts = {v["id"]: v for v in read_jsonl(run.path / f"{gens_file}_verdicts.jsonl")}
-        for g in read_jsonl(run.path / f"{gens_file}.jsonl"):
+        verdicts = {v["id"]: v for v in read_jsonl(layout.verdicts(gens))}
+        for g in read_jsonl(gens):
             v = verdicts.get(g["id"])
             if v is None:
                 continue

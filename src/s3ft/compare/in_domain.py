@@ -13,10 +13,10 @@ from .runs import RunDir
 
 def in_domain_scores(run: RunDir, method: str) -> tuple[dict, dict[str, float]]:
     """(metrics file contents, {test id: 1.0/0.0}) for one method; the two must agree."""
-    mpath = run.path / "eval" / f"{method}.metrics.json"
+    mpath = run.layout.eval_metrics(method)
     metrics = json.loads(mpath.read_text(encoding="utf-8"))
-    verdicts = {r["id"]: r for r in read_jsonl(run.path / "eval" / f"{method}_verdicts.jsonl")}
-    test_ids = [r["id"] for r in read_jsonl(run.path / "data" / "test.jsonl")]
+    verdicts = {r["id"]: r for r in read_jsonl(run.layout.verdicts(run.layout.eval(method)))}
+    test_ids = [r["id"] for r in read_jsonl(run.layout.data("test"))]
     absent = [i for i in test_ids if i not in verdicts]
     if absent:
         raise S3FTError(f"{run.path}/eval/{method}_verdicts.jsonl: no verdict for {len(absent)} test rows "
@@ -45,7 +45,7 @@ def in_domain_block(run: RunDir, method: str, base_ids: dict[str, float], iters:
     metrics, ids = in_domain_scores(run, method)
     row = {"accuracy": metrics["accuracy"], "ci95": metrics["ci95"], "n": metrics["n"],
            "correct": metrics["correct"], "truncated": metrics.get("truncated"),
-           "metrics_file": str(run.path / "eval" / f"{method}.metrics.json")}
+           "metrics_file": str(run.layout.eval_metrics(method))}
     if method == "base":
         return row, None
     d, lo, hi, n = _paired(ids, base_ids, iters, seed)

@@ -8,9 +8,18 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import S3FTError
+from ..layout import RunLayout
+from ..methods import METHODS
 from ..models import materialize
+from ..strategies import STRATEGIES
 
-METHOD_ORDER = ["base", "sft", "sdft", "ssr", "s3ft", "opsd"]
+
+
+def method_order() -> list[str]:
+    """base, then the strategies and the methods with their own trainer, in registration order."""
+    return ["base", *STRATEGIES, *METHODS]
+
+
 # Fields that must agree between run directories compared together (a different seed is fine).
 IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args")]
 IDENTITY_FIELDS += [("forgetting", k) for k in ("text_file", "text_limit", "text_max_tokens", "prompts_file",
@@ -25,6 +34,10 @@ class RunDir:
     label: str
     methods: list[str]
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
     def get(self, section: str, key: str):
         return self.config.get(section, {}).get(key)
 
@@ -35,7 +48,7 @@ class RunDir:
 
 def load_run(path: str | Path) -> RunDir:
     path = Path(path)
-    cfg_path = path / "config.json"
+    cfg_path = RunLayout(path).config
     if not path.is_dir():
         raise S3FTError(f"{path}: not a directory (expected a run directory made by `s3ft run` or `s3ft demo`)")
     if not cfg_path.is_file():
@@ -48,13 +61,13 @@ def load_run(path: str | Path) -> RunDir:
         if not isinstance(config.get(section), dict) or key not in config[section]:
             raise S3FTError(f"{cfg_path}: no {section}.{key}")
     wanted = (["base"] if config.get("eval", {}).get("base", True) else []) + list(config.get("methods", []))
-    missing = [m for m in wanted if not (path / "eval" / f"{m}.metrics.json").is_file()]
+    missing = [m for m in wanted if not RunLayout(path).eval_metrics(m).is_file()]
     if missing:
         raise S3FTError(f"{path}: no in-domain evaluation for {', '.join(missing)} "
                         f"(eval/{missing[0]}.metrics.json missing); finish the run first (`s3ft evaluate`)")
     if "base" not in wanted:
         raise S3FTError(f"{path}: the base model was not evaluated (eval.base: false); nothing to compare against")
-    methods = sorted(dict.fromkeys(wanted), key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    methods = sorted(dict.fromkeys(wanted), key=lambda m: (method_order().index(m) if m in method_order() else 99, m))
     return RunDir(path, config, path.name, methods)
 
 

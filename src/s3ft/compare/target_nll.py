@@ -28,7 +28,7 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
     results = {}
     memo: dict[tuple[str, str], dict] = {}  # (id, target sha) -> row, shared across methods
     for method in methods:
-        path = run.path / f"train_{method}.jsonl"
+        path = run.layout.train(method)
         if method == "base" or not path.is_file():
             continue
         rows = read_jsonl(path)
@@ -38,7 +38,7 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
                   "max_length": max_length, "scoring": "trl-prompt-completion-v1",
                   "targets": fingerprint([[r["id"], r["messages"], r["target"]] for r in rows])}
         # force=True: a cache made for other targets (the run was redone) is recomputed, not an error
-        art = StageArtifact(run.path / f"nll_{method}.jsonl", inputs, force=True)
+        art = StageArtifact(run.layout.nll(method), inputs, force=True)
         for r in art.rows.values():
             memo.setdefault((r["id"], r["target_sha"]), r)
         todo = [r for r in rows if r["id"] not in art.rows]
@@ -103,7 +103,7 @@ def logprob_histogram_data(run: RunDir, methods: list[str]) -> dict[str, list[fl
     seen: set = set()
     groups: dict[str, list[float]] = {g: [] for g in histogram_groups()}
     for m in methods:
-        path = run.path / f"nll_{m}.jsonl"
+        path = run.layout.nll(m)
         if not path.is_file():
             continue
         for r in read_jsonl(path):

@@ -573,7 +573,7 @@ def evaluate_general(model: str, adapter: str | None, cfg: GeneralEvalConfig, ca
 
     result: dict[str, Any] = {"model": model, "adapter": adapter, "settings": {**settings, "tasks": list(cfg.tasks)},
                               "tasks": {}}
-    lm = None
+    lm: dict = {}  # the model, loaded for the first task not in the cache
     for task in cfg.tasks:
         spec = TASKS[task]
         try:
@@ -599,42 +599,48 @@ def evaluate_general(model: str, adapter: str | None, cfg: GeneralEvalConfig, ca
                 continue
         for note in notes:
             say(f"{task}: note: {note}")
-
-        try:
-            loaded = tm.load(leaves)["tasks"]
-        except ConnectionError as e:
-            if cfg.data_dir:
-                raise
-            raise S3FTError(f"{task}: could not load its dataset from the Hugging Face Hub ({e}); "
-                            "pass a data directory of local copies (--data-dir / S3FT_DATA_DIR)") from e
-        sizes = {name: len(t.eval_docs) for name, t in loaded.items()}
-        samples = seeded_sample(sizes, cfg.limit_for(task), cfg.seed, task)
-        run_tasks = [loaded[n] for n in sorted(loaded) if samples is None or n in samples]
-        if lm is None:
-            if adapter:
-                for w in check_adapter(model, adapter):
-                    warnings.warn(w, stacklevel=2)
-                    say(f"warning: {w}")
-            say(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
-            lm = _load_lm(model, adapter, cfg)
-        n = sum(len(v) for v in samples.values()) if samples else sum(sizes.values())
-        say(f"{task}: evaluating {n} examples")
-        t0 = time.time()
-        import lm_eval
-        res = lm_eval.simple_evaluate(
-            model=lm, tasks=run_tasks, task_manager=tm, samples=samples, num_fewshot=cfg.num_fewshot,
-            batch_size=cfg.batch_size, log_samples=True, apply_chat_template=cfg.apply_chat_template,
-            fewshot_as_multiturn=cfg._multiturn(), bootstrap_iters=0,
-            gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None, **LM_EVAL_SEEDS)
-        task_result = _collect(task, [t.task_name for t in run_tasks], res)
-        task_result["notes"] = notes
-        task_result["seconds"] = round(time.time() - t0, 2)
+        task_result = _evaluate_task(task, tm, leaves, notes, cfg, model, adapter, lm, say)
         write_json(path, {"key": key_obj, "settings": settings, "model": model, "adapter": adapter,
                           "result": task_result})
         say(f"{task}: {task_result['metric']} = {task_result['value']:.4f} (n={task_result['n']}, "
             f"{task_result['seconds']:.0f}s)")
         result["tasks"][task] = {**task_result, "cache_key": key, "cached": False}
     return result
+
+
+def _evaluate_task(task: str, tm, leaves, notes: list[str], cfg: GeneralEvalConfig, model: str, adapter: str | None, lm: dict,
+                   say: Callable[[str], None]) -> dict:
+    """One benchmark through lm-eval on its seeded sample; `lm` holds the model once loaded."""
+    try:
+        loaded = tm.load(leaves)["tasks"]
+    except ConnectionError as e:
+        if cfg.data_dir:
+            raise
+        raise S3FTError(f"{task}: could not load its dataset from the Hugging Face Hub ({e}); "
+                        "pass a data directory of local copies (--data-dir / S3FT_DATA_DIR)") from e
+    sizes = {name: len(t.eval_docs) for name, t in loaded.items()}
+    samples = seeded_sample(sizes, cfg.limit_for(task), cfg.seed, task)
+    run_tasks = [loaded[n] for n in sorted(loaded) if samples is None or n in samples]
+    if "lm" not in lm:
+        if adapter:
+            for w in check_adapter(model, adapter):
+                warnings.warn(w, stacklevel=3)
+                say(f"warning: {w}")
+        say(f"loading {model}" + (f" + adapter {adapter}" if adapter else ""))
+        lm["lm"] = _load_lm(model, adapter, cfg)
+    n = sum(len(v) for v in samples.values()) if samples else sum(sizes.values())
+    say(f"{task}: evaluating {n} examples")
+    t0 = time.time()
+    import lm_eval
+    res = lm_eval.simple_evaluate(
+        model=lm["lm"], tasks=run_tasks, task_manager=tm, samples=samples, num_fewshot=cfg.num_fewshot,
+        batch_size=cfg.batch_size, log_samples=True, apply_chat_template=cfg.apply_chat_template,
+        fewshot_as_multiturn=cfg._multiturn(), bootstrap_iters=0,
+        gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None, **LM_EVAL_SEEDS)
+    task_result = _collect(task, [t.task_name for t in run_tasks], res)
+    task_result["notes"] = notes
+    task_result["seconds"] = round(time.time() - t0, 2)
+    return task_result
 
 
 def settings_differences(a: dict, b: dict) -> list[str]:

@@ -19,13 +19,14 @@ from typing import Callable
 from ..artifacts import StageArtifact, fingerprint, write_json
 from ..config import ForgettingConfig, ModelConfig
 from ..errors import S3FTError
+from ..layout import TRAIN_META, RunLayout
 from ..progress import progress_bar
 from . import drift, likelihood
 from .lm_eval_bridge import GeneralEvalConfig, evaluate_general
 from .records import Estimate, Paired
 from .targets import encode_target
 
-FOLDER = "forgetting"
+FOLDER = RunLayout().forgetting.name
 CONTROLS = {"untrained": "control-untrained", "planted": "control-planted"}
 BUILTIN_PROBE_DIR = drift.PACKAGE_DATA / "probe"
 
@@ -38,7 +39,7 @@ def adapter_fingerprint(adapter: str | None) -> str | None:
     """What an adapter's drift rows depend on: the fingerprint its training recorded."""
     if adapter is None:
         return None
-    meta = Path(adapter).parent / "train_meta.json"
+    meta = Path(adapter).parent / TRAIN_META
     if not meta.is_file():
         raise S3FTError(f"{adapter}: no {meta.name} beside it (not an adapter trained by s3ft)")
     return json.loads(meta.read_text(encoding="utf-8"))["fingerprint"]
@@ -66,7 +67,7 @@ def measure_drift(run_dir: Path, model_path: str, model_cfg: ModelConfig, model_
             items = probe_items(scorer.tok, fc, responses)
         inputs = {"model": model_id, "adapter": adapter_fingerprint(adapter), "scoring": drift.SCORING_VERSION,
                   "probe": fingerprint([[it.id, it.encoded] for it in items])}
-        arts[label] = StageArtifact(run_dir / FOLDER / f"drift_{label}.jsonl", inputs, force=force)
+        arts[label] = StageArtifact(RunLayout(run_dir).drift(label), inputs, force=force)
     todo = [it for it in items if any(it.id not in a.rows for a in arts.values())]
     if todo:
         need = {label: adapters[label] for label, a in arts.items() if any(it.id not in a.rows for it in todo)}
@@ -91,8 +92,12 @@ def probe_benchmark_config(fc: ForgettingConfig, data_dir: str | None, model_cfg
 def run_probe_benchmarks(run_dir: Path, model_path: str, gcfg, adapters: dict[str, str | None],
                          say: Callable[[str], None]) -> dict[str, dict]:
     """lm-eval results per label (cached under forgetting/lm_eval: a rerun loads nothing)."""
-    return {label: evaluate_general(model_path, adapter, gcfg, run_dir / FOLDER / "lm_eval", progress=say)
-            for label, adapter in adapters.items()}
+    results = {}
+    with progress_bar(f"probe benchmarks ({len(adapters)} models)", len(adapters)) as advance:
+        for label, adapter in adapters.items():
+            results[label] = evaluate_general(model_path, adapter, gcfg, RunLayout(run_dir).probe_lm_eval, progress=say)
+            advance()
+    return results
 
 
 def benchmark_pairs(base: dict, res: dict, benchmarks: list[str]) -> dict[str, Paired]:
@@ -119,7 +124,7 @@ def run_pairs(run_dir: Path, labels: list[str], probe_results: dict[str, dict] |
     """{label: {measure key: Paired}} from a run's forgetting artifacts (and lm-eval results)."""
     out: dict[str, dict[str, Paired]] = {}
     for label in labels:
-        path = run_dir / FOLDER / f"drift_{label}.jsonl"
+        path = RunLayout(run_dir).drift(label)
         pairs: dict[str, Paired] = {}
         if path.is_file():
             rows = sorted(drift.read_rows(path), key=lambda r: r.id)  # item order pairs models item by item
@@ -151,5 +156,5 @@ def write_summary(run_dir: Path, pairs: dict[str, dict[str, Paired]], accuracy: 
         "probe_accuracy": accuracy,
         "controls": {c: CONTROLS[c] for c in fc.controls},
     }
-    write_json(run_dir / FOLDER / "summary.json", summary)
+    write_json(RunLayout(run_dir).forgetting_summary, summary)
     return summary

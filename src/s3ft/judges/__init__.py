@@ -66,6 +66,9 @@ class Judge:
     `version`: bump it when a change alters verdicts, so that verdicts saved by the old code are not reused."""
     name: str
     args_type: type = NoArgs
+    cost_note: str | None = None
+    """What a call costs where a dry run does not time it (a generation, a sandboxed program), for the cost
+    table; `{n}`: its args' `max_new_tokens`. None: cheap, timed by the dry run."""
 
     @classmethod
     def from_args(cls, args: Any, context: JudgeContext) -> Judge:

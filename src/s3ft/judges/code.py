@@ -78,6 +78,7 @@ class CodeJudgeArgs:
 @register_judge("code", args=CodeJudgeArgs)
 class CodeJudge(Judge):
     version = 3  # 3: tests run in the judge's process on plain data (2: asserts compared exact builtin values)
+    cost_note = "runs each program in a sandbox with a timeout (not timed)"
 
     def __init__(self, allow: bool | None = None, **args):
         if allow is None:

@@ -157,6 +157,7 @@ class LLMJudge(Judge):
     """`config`: the judge's args (or a `judge` config section holding them in their older place);
     `run_model`: the run's model section; `model_path()` and `shared_backend()` give the run's model
     directory and its loaded hf backend, lazily; `where`: the config key of the args, for errors."""
+    cost_note = "each call is a generation of up to {n} tokens (not timed)"
 
     def __init__(self, config: LLMJudgeArgs | JudgeConfig | None = None, run_model: ModelConfig | None = None,
                  model_path: Callable[[], str] | None = None, shared_backend: Callable[[], object] | None = None,

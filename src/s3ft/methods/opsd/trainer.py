@@ -34,7 +34,8 @@ from ...errors import S3FTError
 from ...models import load_tokenizer
 from ...progress import console
 from ...memory import MemoryPlan
-from ...train import latest_checkpoint, lora_config, memory_plan, training_device
+from ...train import (loss_stats, lora_config, memory_plan, train_and_save, training_arguments,
+                      training_device)
 from .config import OPSDConfig
 
 
@@ -111,29 +112,13 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     batch, accum = step_shape(cfg, opsd, len(rows))
     plan = opsd_memory_plan(model_path, model_cfg, cfg, opsd, tok, rows)
     fields = {f.name for f in dataclasses.fields(SDFTConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     # train.sft_args options that SDFTConfig also has (TrainingArguments': weight_decay, lr_scheduler_type...)
     # apply here too; SFT-only ones (dataset_text_field...) mean nothing to this trainer.
-    extra = {k: v for k, v in cfg.sft_args.items() if k in fields}
-    defaults = dict(lr_scheduler_type="cosine", save_total_limit=1, report_to="none", dataloader_num_workers=0,
-                    logging_steps=max(1, math.ceil(len(rows) * opsd.generations_per_row / (batch * accum) / 5)),
-                    ddp_find_unused_parameters=False)
-    args = SDFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=plan.micro_batch,  # the same completions per step: batch x accum
-        gradient_accumulation_steps=plan.grad_accum,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of total steps
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        **{ckpt: plan.gradient_checkpointing},
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-        use_cpu=not on_gpu,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+    options = {k: v for k, v in cfg.sft_args.items() if k in fields}
+    args = training_arguments(
+        SDFTConfig, cfg, model_cfg, out_dir, batch=plan.micro_batch, accum=plan.grad_accum,  # same completions per step
+        logging_steps=max(1, math.ceil(len(rows) * opsd.generations_per_row / (batch * accum) / 5)),
+        max_steps=max_steps, gradient_checkpointing=plan.gradient_checkpointing, options=options,
         disable_dropout=False,  # train.lora_dropout applies, as it does for the other methods
         max_prompt_length=cfg.max_length - opsd.max_completion_length,
         max_completion_length=opsd.max_completion_length,
@@ -146,7 +131,6 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
         teacher_model_kind=opsd.teacher,
         teacher_update_rate=opsd.teacher_update_rate,
         num_loss_tokens_to_skip=opsd.loss_tokens_to_skip,
-        **{**defaults, **extra},
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                  trust_remote_code=model_cfg.trust_remote_code)
@@ -156,32 +140,21 @@ def build_trainer(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, ops
     return trainer
 
 
+def _drop_teacher(model) -> None:
+    if "teacher" in getattr(model, "peft_config", {}):  # the `ema` teacher's adapter: not part of the result
+        model.delete_adapter("teacher")
+
+
 def train(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, rows: list[dict],
           out_dir: Path) -> dict:
     """Train on `rows` (train_opsd.jsonl); save the adapter (or full model) to `out_dir/model`; return the stats."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(model_path, model_cfg, cfg, opsd, rows, out_dir)
-    ckpt = latest_checkpoint(out_dir / "checkpoints", remove_incomplete=trainer.is_world_process_zero())
-    if ckpt:
-        console.print(f"resuming training from {ckpt}", soft_wrap=True)
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if "teacher" in getattr(model, "peft_config", {}):  # the `ema` teacher's adapter: not part of the result
-        model.delete_adapter("teacher")
-    final = out_dir / "model"
-    trainer.save_model(str(final))
-    if not trainer.is_world_process_zero():
+    result = train_and_save(trainer, cfg, out_dir, before_save=_drop_teacher)
+    if result is None:
         return {}
-    trainer.processing_class.save_pretrained(str(final))
-    if cfg.lora and cfg.merge:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(out_dir / "merged"))
-        trainer.processing_class.save_pretrained(str(out_dir / "merged"))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     s = trainer.sampled
-    return {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
-            "last_logged_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-            "rows": len(rows), "tokens": s.prompt_tokens + s.completion_tokens,
+    return {**loss_stats(trainer, result), "rows": len(rows), "tokens": s.prompt_tokens + s.completion_tokens,
             "runtime_s": result.metrics.get("train_runtime"),
             "generations": s.completions, "generations_per_row": round(s.completions / len(rows), 3) if rows else 0.0,
             "generated_tokens": s.completion_tokens, "sampling_s": round(s.seconds, 3)}
