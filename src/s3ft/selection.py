@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import S3FTError
-from .methods import OWN_TRAINER
+from .methods import get_method
 from .strategies import Judged, Strategy, TrainingRecord, get_strategy
 
 
@@ -40,7 +40,7 @@ def record_of(row: TrainingRecord | Mapping, index: int) -> TrainingRecord:
 
 
 def strategy_for(method: str) -> Strategy:
-    if method in OWN_TRAINER:
+    if get_method(method) is not None:
         raise S3FTError(f"method '{method}': chooses no targets (it learns from its own samples while training); "
                         "select takes a target-selection strategy")
     return get_strategy(method)
