@@ -382,8 +382,8 @@ class RunConfig:
     output_dir: str = "runs/default"
     """The run directory: every artifact, the adapters, summary.json and report.md."""
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
-    """Methods to train: target-selection strategies (`s3ft methods` lists them) and methods with a
-    trainer of their own."""
+    """Methods to train: target-selection strategies and methods with a trainer of their own (`s3ft tasks`
+    lists both)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
