@@ -17,7 +17,10 @@ from typer.testing import CliRunner
 
 from s3ft.artifacts import read_jsonl
 from s3ft.cli import app
-from s3ft.compare import CompareOptions, aggregate_seeds, compare, load_runs, target_nll
+from s3ft.compare.command import CompareOptions, compare
+from s3ft.compare.runs import load_runs
+from s3ft.compare.seeds import aggregate_seeds
+from s3ft.compare.target_nll import target_nll
 from s3ft.config import load_config
 from s3ft.errors import S3FTError
 from s3ft.forgetting.lm_eval_bridge import GeneralEvalConfig, evaluate_general
@@ -216,7 +219,7 @@ def test_report_html_is_self_contained(compared):
 
 def test_nll_cache_resumes_without_the_model(compared):
     run, _, _ = compared
-    from s3ft.compare import load_run
+    from s3ft.compare.runs import load_run
     r = load_run(run)
 
     def no_model():

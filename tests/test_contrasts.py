@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from s3ft.cli import app
-from s3ft.compare import CompareOptions, compare
+from s3ft.compare.command import CompareOptions, compare
 from s3ft.compare.contrasts import contrast, parse_contrast, verdict
 from s3ft.forgetting.records import Estimate
 from s3ft.errors import S3FTError

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from s3ft.cli import app
-from s3ft.compare import CompareOptions, compare
+from s3ft.compare.command import CompareOptions, compare
 from s3ft.forgetting import drift, likelihood
 from s3ft.forgetting.records import Estimate
 from s3ft.config import ModelConfig, load_config

@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from .backends import backend_names
-from .compare import CompareOptions, compare as compare_fn
+from .compare.command import CompareOptions, compare as compare_fn
 from .compare.contrasts import headline
 from .forgetting.lm_eval_bridge import GeneralEvalConfig
 from .checks import load_checked_config

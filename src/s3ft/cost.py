@@ -61,6 +61,7 @@ from .distributed import world_size
 from .errors import S3FTError
 from .judges import get_judge, judge_args, judge_class, judge_generations, judge_names
 from .memory import GIB, RUNTIME_GIB, MemoryPlan, ModelShape, meta_model_shape
+from .methods import TrainingShape, get_method
 from .models import cache_dir, load_model, load_tokenizer, materialize, pick_device, pick_dtype
 from .plan import GenStage, Plan, plan
 from .progress import console
@@ -211,8 +212,10 @@ def estimate(cfg: RunConfig, probe: bool = True) -> dict:
     steps = math.ceil(math.ceil(len(train) / (t.batch_size * t.grad_accum * ctx.ws)) * t.epochs)
     prompt_part = [s - g for s, g in zip(_sequence_lengths(tok, gold_rows), gold_train)]
     for m in cfg.methods:
-        if m == "opsd":  # its own trainer: samples completions, then distils on them
-            stages[f"train:{m}"] = _opsd_train_stage(cfg, path, prompt_part, measured, ws, shape, elem)
+        method = get_method(m)
+        if method is not None and method.training_shape is not None:  # its own trainer, its own shape
+            declared = method.training_shape(getattr(cfg, m), cfg.train, prompt_part)
+            stages[f"train:{m}"] = _declared_train_stage(ctx, declared, measured)
             continue
         seq = [a + n for a, n in zip(prompt_part, lengths["target"][m])]
         stages[f"train:{m}"] = _train_stage(cfg, path, seq, steps, measured, ctx.ws)
@@ -413,25 +416,20 @@ def _trained_share(cfg: RunConfig, rows: int) -> float:
     return min(1.0, steps * t.learning_rate / FULL_TRAINING)
 
 
-def _opsd_train_stage(cfg: RunConfig, path: str, prompts: list[int], probe: dict | None, ws: int,
-                      shape: ModelShape | None, elem: int) -> dict:
-    """opsd's training: each epoch, every row's `generations_per_row` completions of up to
-    `max_completion_length` tokens are sampled (priced as generation, at most that long), then trained
-    on (prompt + completion, whole logits held: `opsd_memory_plan`'s step shape)."""
-    from .methods.opsd.trainer import step_shape
-    o, t = cfg.opsd, cfg.train
-    epochs = math.ceil(t.epochs)
-    completions = [n for n in prompts for _ in range(o.generations_per_row)]
-    batch, accum = step_shape(t, o, len(prompts))
-    steps = math.ceil(math.ceil(len(completions) / (batch * accum * world_size())) * t.epochs)
-    seq = [n + o.max_completion_length for n in completions]
-    stage = _train_stage(cfg, path, seq, steps, probe, ws, batch_size=batch, grad_accum=accum,
-                         full_logits_row=o.max_completion_length)
-    sampling = _gen_stage(completions * epochs, [o.max_completion_length] * (len(completions) * epochs),
-                          o.max_completion_length, batch * accum, False, probe, ws, shape, elem)
-    stage["sampling"] = {k: sampling[k] for k in ("rows", "prompt_tokens", "output_tokens_max", "est_s")}
-    if stage["est_s"] is not None and sampling["est_s"] is not None:
-        stage["est_s"] = _secs(stage["est_s"] + sampling["est_s"])  # an upper bound: completions at full length
+def _declared_train_stage(ctx: _Pricing, shape: TrainingShape, probe: dict | None) -> dict:
+    """A method's training as it declares it: its sequences at its step shape, plus what it samples while
+    training (priced as generation at full length: an upper bound)."""
+    t = ctx.cfg.train
+    steps = math.ceil(math.ceil(len(shape.sequences) / (shape.batch_size * shape.grad_accum * ctx.ws)) * t.epochs)
+    stage = _train_stage(ctx.cfg, ctx.path, shape.sequences, steps, probe, ctx.ws, batch_size=shape.batch_size,
+                         grad_accum=shape.grad_accum, full_logits_row=shape.full_logits_row)
+    if shape.sampled_prompts:
+        n = len(shape.sampled_prompts)
+        sampling = _gen_stage(shape.sampled_prompts, [shape.sample_max_tokens] * n, shape.sample_max_tokens,
+                              shape.batch_size * shape.grad_accum, False, probe, ctx.ws, ctx.shape, ctx.elem)
+        stage["sampling"] = {k: sampling[k] for k in ("rows", "prompt_tokens", "output_tokens_max", "est_s")}
+        if stage["est_s"] is not None and sampling["est_s"] is not None:
+            stage["est_s"] = _secs(stage["est_s"] + sampling["est_s"])
     return stage
 
 

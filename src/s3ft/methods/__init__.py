@@ -32,6 +32,24 @@ def _no_lines(stages: dict[str, dict], name: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class TrainingShape:
+    """What a method's training looks like to `--dry-run`'s cost estimate."""
+
+    sequences: list[int]
+    """Tokens of every sequence one epoch trains on (prompt + completion)."""
+    batch_size: int
+    """Sequences per device batch."""
+    grad_accum: int
+    """Batches per optimizer step."""
+    full_logits_row: int = 0
+    """Tokens per sequence whose whole vocabulary-wide logits the trainer holds (0: TRL's fused loss)."""
+    sampled_prompts: list[int] = field(default_factory=list)
+    """Prompt tokens of every completion sampled while training, over all epochs (priced as generation)."""
+    sample_max_tokens: int = 0
+    """Longest sampled completion, in tokens."""
+
+
+@dataclass(frozen=True)
 class Method:
     """A method with a trainer of its own: what the run needs from it."""
 
@@ -52,6 +70,9 @@ class Method:
     """(cost stages, its name) -> Markdown lines for report.md's cost section."""
     ranges: dict = field(default_factory=dict)
     """{field of its section: rule}, checked with the config's other ranges."""
+    training_shape: Callable[[Any, Any, list[int]], TrainingShape] | None = None
+    """(its section, TrainConfig, prompt tokens of each training row) -> what it trains on and samples, for
+    `--dry-run`; None: priced like SFT on its selected targets."""
 
     def trainer(self) -> Callable[..., dict]:
         if callable(self.train):

@@ -10,7 +10,7 @@ Learning", arXiv 2601.19897), not to be confused with the `sdft` strategy (Yang 
 
 from .. import register_method
 from .config import PAPER_TEMPLATE, OPSDConfig
-from .cost import cost_lines, sampling_cost
+from .cost import cost_lines, sampling_cost, training_shape
 from .selection import SOURCE, select_rows, teacher_messages
 
 METHOD = "opsd"
@@ -34,7 +34,7 @@ def problems(cfg) -> list[tuple[str, str]]:
 
 
 register_method(METHOD, config=OPSDConfig, select=select_rows, train="s3ft.methods.opsd.trainer:train",
-                check=problems, sampling_cost=sampling_cost, cost_lines=cost_lines, ranges={
+                check=problems, sampling_cost=sampling_cost, cost_lines=cost_lines, training_shape=training_shape, ranges={
                     "generations_per_row": ">= 1", "temperature": "> 0", "top_p": "in (0, 1]",
                     "max_completion_length": ">= 1", "distillation_alpha": "in [0, 1]", "distillation_topk": ">= 1",
                     "teacher_update_rate": "in (0, 1]", "loss_tokens_to_skip": ">= 0"})

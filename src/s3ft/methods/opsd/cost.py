@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from .. import TrainingShape
+from .config import OPSDConfig
+
 
 SAMPLING_KEYS = ("generations", "generations_per_row", "generated_tokens", "sampling_s")
 
@@ -22,3 +25,21 @@ def cost_lines(stages: dict[str, dict], method: str = "opsd") -> list[str]:
     if sft and sft["rows"] == c["rows"] and sft["wall_s"] > 0:
         line += f"; its training took {c['wall_s'] / sft['wall_s']:.1f}x the time of SFT on the same {c['rows']} rows"
     return [line + "."]
+
+
+def step_shape(cfg, opsd: OPSDConfig, rows: int) -> tuple[int, int]:
+    """(completions per device batch, gradient accumulation): `train`'s, or one step of every row when fewer."""
+    if rows * opsd.generations_per_row < cfg.batch_size * cfg.grad_accum:
+        return rows * opsd.generations_per_row, 1
+    return cfg.batch_size, cfg.grad_accum
+
+
+def training_shape(opsd: OPSDConfig, cfg, prompts: list[int]) -> TrainingShape:
+    """Each epoch, every row's `generations_per_row` completions of up to `max_completion_length` tokens are
+    sampled, then trained on (prompt + completion, whole logits held: `opsd_memory_plan`'s step shape)."""
+    completions = [n for n in prompts for _ in range(opsd.generations_per_row)]
+    batch, accum = step_shape(cfg, opsd, len(prompts))
+    epochs = -(-cfg.epochs // 1)
+    return TrainingShape([n + opsd.max_completion_length for n in completions], batch, accum,
+                         full_logits_row=opsd.max_completion_length,
+                         sampled_prompts=completions * int(epochs), sample_max_tokens=opsd.max_completion_length)

@@ -37,6 +37,7 @@ from ...memory import MemoryPlan
 from ...train import (loss_stats, lora_config, memory_plan, train_and_save, training_arguments,
                       training_device)
 from .config import OPSDConfig
+from .cost import step_shape
 
 
 @dataclasses.dataclass
@@ -79,13 +80,6 @@ def to_dataset(rows: list[dict]):
     teacher's whole conversation, see `RenderedTeacherPrompt`)."""
     from datasets import Dataset
     return Dataset.from_list([{"prompt": r["messages"], "privileged_context": r["teacher_messages"]} for r in rows])
-
-
-def step_shape(cfg: TrainConfig, opsd: OPSDConfig, rows: int) -> tuple[int, int]:
-    """(completions per device batch, gradient accumulation): `train`'s, or one step of every row when fewer."""
-    if rows * opsd.generations_per_row < cfg.batch_size * cfg.grad_accum:
-        return rows * opsd.generations_per_row, 1
-    return cfg.batch_size, cfg.grad_accum
 
 
 def opsd_memory_plan(model_path: str, model_cfg: ModelConfig, cfg: TrainConfig, opsd: OPSDConfig, tok,
