@@ -20,7 +20,10 @@ from .tasks import get_task, task_args
 
 def load_checked_config(path: str | Path | None = None, overrides: list[str] | None = None,
                         defaults: dict | None = None) -> RunConfig:
-    """`load_config`, then `check_config`: what the CLI runs."""
+    """`load_config`, then `check_config`: what the CLI runs, and `s3ft.load_config`. The YAML file (None: the
+    defaults) with `--set`-style `overrides` on top, e.g. ["train.lora_r=16", "methods=[sft, s3ft]"];
+    `defaults`: a mapping beneath the file. Unknown keys, ill-typed or out-of-range values, unknown methods,
+    judges or judge options raise S3FTError naming the file and line (or `--set`) and the key."""
     cfg = load_config(path, overrides, defaults)
     check_config(cfg)
     return cfg

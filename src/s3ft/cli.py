@@ -261,6 +261,32 @@ def describe_task(name: str) -> str:
     return "\n".join(lines)
 
 
+config_app = typer.Typer(no_args_is_help=True, help="See a config: resolved with where each value came from "
+                         "(show), or every key documented (schema).")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: Path = typer.Argument(..., help="YAML config."), set_: Optional[List[str]] = SetOpt,
+                data_dir: Optional[str] = DataDirOpt,
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory.")):
+    """Print the resolved config as YAML, each value with where it came from (file:line, --set, env, default)."""
+    from .config_docs import show
+    flags = {**({f"data.data_dir={data_dir}": "--data-dir"} if data_dir else {}),
+             **({f"output_dir={output}": "--output"} if output else {})}
+    try:
+        typer.echo(show(config, [*(set_ or []), *flags], flags), nl=False)
+    except S3FTError as e:
+        _fail(e)
+
+
+@config_app.command("schema")
+def config_schema():
+    """Print every config key with its type, default and docstring (Markdown; docs/config.md is this output)."""
+    from .config_docs import render_schema
+    typer.echo(render_schema(), nl=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

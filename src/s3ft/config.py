@@ -31,6 +31,7 @@ class ModelConfig:
     device: str = "auto"
     """`auto`, `cpu`, `cuda`, `cuda:1`, ..."""
     trust_remote_code: bool = False
+    """Let transformers run the model repo's own Python code (models not built into transformers)."""
 
 
 @dataclass
@@ -44,6 +45,7 @@ class DataConfig:
     test_limit: int | None = None
     """Evaluate on at most this many test rows (a seeded sample)."""
     seed: int = 0
+    """Seed of the `train_limit` / `test_limit` samples."""
     task_args: dict = field(default_factory=dict)
     """The task's options, checked against its args dataclass when the config loads (`s3ft tasks NAME` lists
     them), e.g. for `dataset`: train/test paths or hub ids, format, answer type."""
@@ -95,6 +97,8 @@ class GenerationConfig:
     `openai` (a server), or `auto`: vLLM where an installed build runs on this device, else `hf`. The run
     prints its choice and records it, with the reason and the resolved dtype, in summary.json (`engine`)."""
     max_new_tokens: int = 320
+    """Length cap of the base model's answers and paraphrases (and of evaluation, unless `eval.max_new_tokens`);
+    a generation that reaches it is never accepted by a judge."""
     batch_size: int = 32
     """Upper bound; the HF backend halves it on out-of-memory."""
     compact_batches: bool = True
@@ -104,7 +108,9 @@ class GenerationConfig:
     temperature: float = 0.0
     """0 = greedy (the papers' setting)."""
     top_p: float = 1.0
+    """Nucleus-sampling mass, in (0, 1]; 1 = no cut (greedy decoding ignores it)."""
     seed: int = 0
+    """Sampling seed (best-of-k samples, temperature > 0); a sweep keeps it, so samples are seed-independent."""
     self_samples: int = 1
     """Own answers tried per training row: the greedy one and, where the judge rejects it, `self_samples - 1`
     sampled ones (rejection-sampling fine-tuning, Yuan et al. 2023). SSR and S3FT then train on an accepted
@@ -426,9 +432,10 @@ def register_section(name: str, cls: type, ranges: dict[str, str] | None = None)
 @dataclass
 class RunConfig:
     output_dir: str = "runs/default"
+    """The run directory: every artifact, the adapters, summary.json and report.md."""
     methods: list = field(default_factory=lambda: ["sft", "s3ft"])
-    """Methods to train: target-selection strategies (`s3ft methods` lists them) and methods with a
-    trainer of their own."""
+    """Methods to train: target-selection strategies and methods with a trainer of their own (`s3ft tasks`
+    lists both)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -564,6 +571,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 defaults: dict | None = None) -> RunConfig:
+    """The run config from a YAML file (None: the defaults) with `--set`-style `overrides` on top, e.g.
+    ["train.lora_r=16", "methods=[sft, s3ft]"]; `defaults`: a mapping beneath the file. Unknown keys,
+    ill-typed and out-of-range values raise S3FTError naming the file and line, or `--set`, and the key."""
     data: dict = dict(defaults or {})
     where = "config"
     if path is not None:
