@@ -74,11 +74,14 @@ def run_overrides(tiny_model_dir, tmp_path):
             "generation.backend=hf"]  # `auto` would pick vLLM where installed; test_vllm_backend runs it
 
 
-@pytest.fixture(autouse=True)
-def auto_backend_is_hf(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def auto_backend_is_hf():
     """`generation.backend: auto` resolves to hf in tests, as on a machine without vLLM: the shared tiny
-    model's head size (8) has no vLLM kernel, and an engine takes tens of seconds to start.
-    tests/test_vllm_backend.py runs vLLM itself, and `auto`'s choice with vLLM present."""
+    model's head size (8) has no vLLM kernel, and an engine takes tens of seconds to start. Session-wide,
+    so that module-scoped fixtures running a pipeline see it too. tests/test_vllm_backend.py runs vLLM
+    itself, and `auto`'s choice with vLLM present."""
     import s3ft.backends
-    monkeypatch.setattr(s3ft.backends, "vllm_on_this_device",
-                        lambda device="auto": (False, "vLLM left out of `auto` in tests (tests/conftest.py)"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(s3ft.backends, "vllm_on_this_device",
+                   lambda device="auto": (False, "vLLM left out of `auto` in tests (tests/conftest.py)"))
+        yield
