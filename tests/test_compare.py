@@ -272,14 +272,14 @@ def test_report_renders_in_headless_chromium(compared, tmp_path):
                     "report screenshot test")
     shot = tmp_path / "shot.png"
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
-           "--window-size=1200,2000", f"--user-data-dir={tmp_path / 'profile'}",
+           "--window-size=1200,5000",  # tall: the headline and its tables come before the plots f"--user-data-dir={tmp_path / 'profile'}",
            (out / "report.html").resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), f"chromium wrote no screenshot (rc={proc.returncode}): {proc.stderr[-1500:]}"
     from PIL import Image
     img = Image.open(shot).convert("RGB")
-    assert img.size == (1200, 2000)
-    small = np.asarray(img.resize((300, 500)))
+    assert img.size == (1200, 5000)
+    small = np.asarray(img.resize((300, 1250)))
     colours = len({tuple(p) for p in small.reshape(-1, 3)})
     not_white = (small.min(axis=2) < 235).mean()
     # text + tables + coloured plot bars: many distinct colours, far from a blank page
