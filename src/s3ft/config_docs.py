@@ -116,26 +116,28 @@ def sections(cls: type = RunConfig, prefix: str = "", doc: str = "") -> list[Sec
     return [Section(prefix.rstrip("."), doc, keys), *nested]
 
 
+def _args_sections(names: list[str], args_type_of, key: str, choose: str) -> list[Section]:
+    """`key` (`data.task_args`, `judge.args`) of each registered name whose args dataclass has fields;
+    `choose`: the config line that picks the name (`data: {task: ...}`)."""
+    out = []
+    for name in names:
+        args_type = args_type_of(name)
+        if dataclasses.fields(args_type):
+            top, *nested = sections(args_type, f"{key}.", f"`{choose.format(name=name)}`: {class_doc(args_type)}")
+            out += [dataclasses.replace(top, title=f"`{key}` of `{name}`"), *nested]
+    return out
+
+
 def task_args_sections() -> list[Section]:
     """`data.task_args` of each registered task that takes options, from its args dataclass."""
-    out = []
-    for name in task_names():
-        args_type = task_class(name).args_type
-        if dataclasses.fields(args_type):
-            top, *nested = sections(args_type, "data.task_args.", f"`data: {{task: {name}}}`: {class_doc(args_type)}")
-            out += [dataclasses.replace(top, title=f"`data.task_args` of `{name}`"), *nested]
-    return out
+    return _args_sections(task_names(), lambda n: task_class(n).args_type, "data.task_args",
+                          "data: {{task: {name}}}")
 
 
 def judge_args_sections() -> list[Section]:
     """`judge.args` of each registered judge that takes options, from its args dataclass."""
-    out = []
-    for name in judge_names():
-        args_type = judge_class(name).args_type
-        if dataclasses.fields(args_type):
-            top, *nested = sections(args_type, "judge.args.", f"`judge: {{name: {name}}}`: {class_doc(args_type)}")
-            out += [dataclasses.replace(top, title=f"`judge.args` of `{name}`"), *nested]
-    return out
+    return _args_sections(judge_names(), lambda n: judge_class(n).args_type, "judge.args",
+                          "judge: {{name: {name}}}")
 
 
 # --- the reference (docs/config.md) -------------------------------------------
