@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,20 @@ class ModelConfig:
     """Let transformers run the model repo's own Python code (models not built into transformers)."""
 
 
+def row_range(spec: str | None, key: str) -> tuple[int, int] | None:
+    """`"START:STOP"` (`data.train_rows` / `test_rows`) as (start, stop); None stays None."""
+    if spec is None:
+        return None
+    parts = str(spec).split(":")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start = stop = None
+    if start is None or not 0 <= start < stop:
+        raise S3FTError(f"{key}: expected START:STOP with 0 <= START < STOP (e.g. 400:800), got {spec!r}")
+    return start, stop
+
+
 @dataclass
 class DataConfig:
     task: str = "arithmetic"
@@ -44,11 +59,25 @@ class DataConfig:
     """Use at most this many training rows (a seeded sample)."""
     test_limit: int | None = None
     """Evaluate on at most this many test rows (a seeded sample)."""
+    train_rows: str | None = None
+    """`START:STOP`: only these rows of the training split, in the source's order (a Python slice, taken
+    before `train_limit` samples from them); unset: all. Unset, it is no part of any fingerprint."""
+    test_rows: str | None = None
+    """`START:STOP` of the test split, as `train_rows`: fixes in advance which questions a study evaluates
+    on, e.g. `400:800` for rows no earlier run saw."""
+    test_exclude: str | None = None
+    """A file of test-row ids to leave out (one per line, or JSONL with an `id` field, as a run's
+    `data/test.jsonl`), e.g. the questions an earlier study already evaluated on; taken after `test_rows`,
+    before `test_limit`. Relative to the config file. Unset, it is no part of any fingerprint."""
     seed: int = 0
     """Seed of the `train_limit` / `test_limit` samples."""
     task_args: dict = field(default_factory=dict)
     """The task's options, checked against its args dataclass when the config loads (`s3ft tasks NAME` lists
     them), e.g. for `dataset`: train/test paths or hub ids, format, answer type."""
+
+    def check(self, section: str = "data") -> None:
+        for key in ("train_rows", "test_rows"):
+            row_range(getattr(self, key), f"{section}.{key}")
 
     def __post_init__(self):
         # Not a field: where the config file lies is no part of the run (config.json, fingerprints).
@@ -444,6 +473,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
+    variant: str | None = None
+    """A name for what this run changes against another run of the same seeds, e.g. `+replay` or `+lr5x`
+    (letters, digits, `+`, `.`, `_`; no `-`, which separates the sides of `s3ft compare --contrast A-B`). `s3ft compare`
+    reports this run's methods as `s3ft+replay` etc. beside the methods of the run of the same seeds without a
+    variant, paired item by item with them. Read by `s3ft compare` only: no stage depends on it."""
     sections: dict = field(default_factory=lambda: {name: cls() for name, cls in SECTIONS.items()})
     """The registered `SECTIONS`, by name: in YAML and in `to_dict` each is a top-level section."""
 
@@ -604,7 +638,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except S3FTError as e:
         src = "--set" if over and _mentions(over, str(e)) else where
         raise S3FTError(f"{src}: {e}") from None
-    for section, part in (("generation.endpoint", cfg.generation.endpoint), ("forgetting", cfg.forgetting),
+    for section, part in (("data", cfg.data), ("generation.endpoint", cfg.generation.endpoint),
+                          ("forgetting", cfg.forgetting),
                           ("train", cfg.train)):
         try:
             part.check(section)
@@ -616,6 +651,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg.data.base_dir = str(path.resolve().parent)
     cfg.origin = Origins(path, over)
     _check_ranges(cfg, cfg.origin)
+    if cfg.variant is not None and not re.fullmatch(r"[A-Za-z0-9+._]+", cfg.variant):
+        raise S3FTError(f"{cfg.origin('variant')}: variant: letters, digits, '+', '.' and '_' only "
+                        f"(e.g. +replay), got {cfg.variant!r}")
     return cfg
 
 

@@ -156,9 +156,13 @@ class Run:
 
 
 # --- stages -------------------------------------------------------------------
+# Data options added after runs existed: unset, they stay out of the data fingerprint, which keeps its value.
+UNSET_LEAVES_OUT = ("train_rows", "test_rows", "test_exclude")
+
+
 def stage_data(run: Run) -> dict[str, list[Example]]:
-    inputs = {split: {"task": run.task.describe(), "data": to_dict(run.cfg.data), "split": split}
-              for split in ("train", "test")}
+    data = {k: v for k, v in to_dict(run.cfg.data).items() if v is not None or k not in UNSET_LEAVES_OUT}
+    inputs = {split: {"task": run.task.describe(), "data": data, "split": split} for split in ("train", "test")}
     # Loaded, and so checked, before the run directory is made.
     loaded = {split: run.task.load(split) for split, key in inputs.items()
               if not StageArtifact.finished(run.layout.data(split), key)}

@@ -13,13 +13,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import random
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import DataConfig, build_args
+from ..config import DataConfig, build_args, row_range
 from ..errors import S3FTError
 from ..methods.opsd.config import PAPER_TEMPLATE
 from ..registry import import_submodules
@@ -113,10 +114,14 @@ class Task:
         """`value` (written at `data.task_args.<key>`) as a path: relative ones resolve against the config
         file's folder (`DataConfig.base_dir`; no config file: the working directory). Missing: an error
         naming the key, the path resolved and the base folder."""
+        return self.path_from(f"data.task_args.{key}", value)
+
+    def path_from(self, key: str, value: str) -> Path:
+        """`value`, written at `key`, as a path (see `path`)."""
         base = Path(self.cfg.base_dir) if self.cfg.base_dir is not None else Path.cwd()
         path = base / Path(value).expanduser()
         if not path.exists():
-            raise S3FTError(f"data.task_args.{key}: {path}: not found ({value!r} resolved against {base})")
+            raise S3FTError(f"{key}: {path}: not found ({value!r} resolved against {base})")
         return path
 
     # --- data -----------------------------------------------------------------
@@ -127,6 +132,14 @@ class Task:
         rows = self.load_split(split)
         if not rows:
             raise S3FTError(f"task '{self.name}': the {split} split is empty")
+        key = f"data.{split}_rows"
+        if (bounds := row_range(getattr(self.cfg, f"{split}_rows"), key)) is not None:
+            if bounds[1] > len(rows):
+                raise S3FTError(f"{key}: {bounds[0]}:{bounds[1]} reaches past the {split} split's {len(rows)} rows")
+            rows = rows[bounds[0]:bounds[1]]
+        if split == "test" and self.cfg.test_exclude is not None:
+            excluded = excluded_ids(self.path_from("data.test_exclude", self.cfg.test_exclude))
+            rows = [r for r in rows if r.id not in excluded]
         limit = self.cfg.train_limit if split == "train" else self.cfg.test_limit
         if limit is not None and limit < len(rows):
             keep = sorted(random.Random(f"{self.cfg.seed}-{split}").sample(range(len(rows)), limit))
@@ -175,6 +188,21 @@ class Task:
                 "system_prompt": self.system_prompt, "instruction": self.instruction,
                 "paraphrase_system": self.paraphrase_system, "paraphrase_prefill": self.paraphrase_prefill,
                 "answer_complete": self.answer_complete}
+
+
+def excluded_ids(path: Path) -> set[str]:
+    """The ids in a `data.test_exclude` file: one per line, or JSONL rows with an `id`."""
+    ids = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line.startswith("{"):
+            ids.update([line] if line else [])
+            continue
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise S3FTError(f"data.test_exclude: {path}:{n}: expected an id or a JSON object with an `id`") from None
+    return ids
 
 
 def transcript(context: list[dict]) -> str:
