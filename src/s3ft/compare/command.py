@@ -55,7 +55,10 @@ class CompareOptions:
 
 def _order(labels) -> list[str]:
     order = method_order() + list(meter.CONTROLS.values())
-    return sorted(labels, key=lambda m: (m in meter.CONTROLS.values(), order.index(m) if m in order else 99, m))
+
+    def rank(m: str) -> int:  # a variant (`s3ft+replay`) sorts after the method it varies
+        return max((order.index(o) for o in order if m.startswith(o)), default=99)
+    return sorted(labels, key=lambda m: (any(m.startswith(x) for x in meter.CONTROLS.values()), rank(m), m))
 
 
 def _adapter(run: RunDir, label: str) -> str | None:
@@ -120,10 +123,10 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
     t_all = time.time()
     runs = load_runs([Path(d) for d in run_dirs])
     for spec in opts.contrasts:  # a misspelt pair fails before any work
-        parse_contrast(spec, _order({m for r in runs for m in r.methods}) + list(meter.CONTROLS.values()))
+        parse_contrast(spec, _order({r.model(m) for r in runs for m in r.methods}) + list(meter.CONTROLS.values()))
     c = Comparison(runs, opts, progress or (lambda msg: console.print(f"[dim]{msg}[/]")),
                    list(general.tasks) if general is not None else [],
-                   pairs={r.label: {} for r in runs}, values={r.label: {} for r in runs})
+                   pairs={r.group: {} for r in runs}, values={r.group: {} for r in runs})
     # in-domain first: cheap, and it validates the run dirs before anything heavy
     for key, phase in (("in_domain_s", _in_domain), ("forgetting_s", _forgetting), ("judge_audit_s", _judge_audit),
                        ("nll_s", _target_nll)):
@@ -146,18 +149,24 @@ def compare(run_dirs: list[Path], general, out_dir: Path, options: CompareOption
 def _in_domain(c: Comparison) -> None:
     """Accuracy of every method against base's, and each method's target mix."""
     it, bs = c.opts.bootstrap_iters, c.opts.bootstrap_seed
+    base_of = {}
     for run in c.runs:
         _, base_ids = in_domain_scores(run, "base")
-        block = {}
+        if run.group in base_of and base_of[run.group] != base_ids:
+            raise S3FTError(f"{run.path}: its base model's in-domain results differ from those of {run.group}, "
+                            "whose seeds it shares; the variants of a seed must share everything before training")
+        base_of[run.group] = base_ids
+        block = c.per_run.setdefault(run.group, {})
         for m in run.methods:
+            if m == "base" and run.merged:
+                continue
             row, paired = in_domain_block(run, m, base_ids, it, bs)
-            block[m] = {"in_domain": row}
+            block[run.model(m)] = {"in_domain": row}
             if paired is not None:
-                c.pairs[run.label].setdefault(m, {})["in_domain/accuracy"] = paired
+                c.pairs[run.group].setdefault(run.model(m), {})["in_domain/accuracy"] = paired
             stats_path = run.layout.train_stats(m)
             if stats_path.is_file():
-                block[m]["target_mix"] = json.loads(stats_path.read_text(encoding="utf-8"))["target_mix"]
-        c.per_run[run.label] = block
+                block[run.model(m)]["target_mix"] = json.loads(stats_path.read_text(encoding="utf-8"))["target_mix"]
 
 
 def _forgetting(c: Comparison) -> None:
@@ -175,8 +184,10 @@ def _forgetting(c: Comparison) -> None:
             results = meter.run_probe_benchmarks(run.path, model_path_of(run), gcfg,
                                                  {m: _adapter(run, m) for m in labels + found}, c.say)
         for m, ps in meter.run_pairs(run.path, labels + found, results, list(fc.benchmarks)).items():
-            c.pairs[run.label].setdefault(m, {}).update(ps)
-            c.per_run[run.label].setdefault(m, {})
+            if m == "base" and run.merged:
+                continue
+            c.pairs[run.group].setdefault(run.model(m), {}).update(ps)
+            c.per_run[run.group].setdefault(run.model(m), {})
         c.say(f"{run.label}: forgetting meter for {', '.join(labels + found)}")
 
 
@@ -212,7 +223,9 @@ def _target_nll(c: Comparison) -> None:
             return scorers[path]
         nll = target_nll(run, run.methods, get_scorer, c.say)
         for m, s in nll.items():
-            c.per_run[run.label][m]["nll"] = s
+            if m == "base" and run.merged:
+                continue
+            c.per_run[run.group][run.model(m)]["nll"] = s
         c.hist[run.label] = logprob_histogram_data(run, run.methods)
     scorers.clear()
 
@@ -227,17 +240,18 @@ def _general(c: Comparison, general, out_dir: Path) -> None:
         c.say(f"{run.label}: general benchmarks for base ({model})")
         base_res = evaluate_general(model, None, general, cache, progress=c.say)
         c.settings = base_res["settings"]
-        c.per_run[run.label]["base"]["general"] = base_block(base_res, c.tasks)
-        c.per_run[run.label]["base"]["general"]["cache_keys"] = _cache_keys(base_res)
+        if not run.merged:
+            c.per_run[run.group]["base"]["general"] = base_block(base_res, c.tasks)
+            c.per_run[run.group]["base"]["general"]["cache_keys"] = _cache_keys(base_res)
         for t, r in base_res["tasks"].items():
             if r.get("skipped"):
                 c.skipped[t] = r["skipped"]
         tuned = [m for m in run.methods if m != "base"]
         if c.opts.controls:
             tuned += [x for x in meter.CONTROLS.values() if x in c.controls and run.layout.adapter_dir(x).is_dir()]
-        for m in ["base"] + tuned:
+        for m in ([] if run.merged else ["base"]) + tuned:
             res = base_res if m == "base" else _general_tuned(c, run, m, model, base_res, general, cache)
-            _general_values(c, run.label, m, res)
+            _general_values(c, run.group, run.model(m), res)
 
 
 def _general_tuned(c: Comparison, run: RunDir, m: str, model: str, base_res: dict, general, cache: Path) -> dict:
@@ -248,10 +262,10 @@ def _general_tuned(c: Comparison, run: RunDir, m: str, model: str, base_res: dic
     diff = settings_differences(base_res, res)
     if diff:
         raise S3FTError(f"{run.path}: general-eval settings of {m} differ from base's: {', '.join(diff)}")
-    block = c.per_run[run.label].setdefault(m, {})
+    block = c.per_run[run.group].setdefault(run.model(m), {})
     block["general"] = general_block(base_res, res, c.tasks, it, bs)
     block["general"]["cache_keys"] = _cache_keys(res)
-    found = c.pairs[run.label].setdefault(m, {})
+    found = c.pairs[run.group].setdefault(run.model(m), {})
     # a benchmark with several reported metrics (ifeval) gets them below, not a second `accuracy`
     scored = [t for t in c.tasks if not TASKS[t].report_metrics]
     found.update({f"general/{k}": v for k, v in meter.benchmark_pairs(base_res, res, scored).items()})
@@ -288,7 +302,7 @@ def _pool(c: Comparison, models: list[str]) -> dict:
 
 def _compare_json(c: Comparison) -> dict:
     """compare.json: the phases' blocks, pooled, with what they mean."""
-    methods = _order({m for r in c.runs for m in r.methods})
+    methods = _order({r.model(m) for r in c.runs for m in r.methods})
     models = _order({m for p in c.pairs.values() for m in p} | set(methods))
     pooled = _pool(c, models)
     runs = c.runs
@@ -296,8 +310,8 @@ def _compare_json(c: Comparison) -> dict:
         "schema": 2,
         "task": runs[0].get("data", "task"),
         "model": runs[0].get("model", "name_or_path"),
-        "runs": [{"label": r.label, "dir": str(r.path.resolve()), "methods": r.methods, "seeds": r.seeds}
-                 for r in runs],
+        "runs": [{"label": r.label, "dir": str(r.path.resolve()), "methods": r.methods, "seeds": r.seeds,
+                  **({"variant": r.variant, "reported_under": r.group} if r.variant else {})} for r in runs],
         "methods": methods,
         "controls": _order(c.controls),
         "benchmarks": c.tasks,

@@ -21,7 +21,8 @@ def method_order() -> list[str]:
 
 
 # Fields that must agree between run directories compared together (a different seed is fine).
-IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args")]
+IDENTITY_FIELDS = [("model", "name_or_path"), ("model", "gguf_file"), ("data", "task"), ("data", "task_args"),
+                   ("data", "test_rows")]
 IDENTITY_FIELDS += [("forgetting", k) for k in ("text_file", "text_limit", "text_max_tokens", "prompts_file",
                                                 "prompts_limit", "max_new_tokens", "benchmarks", "benchmark_limit")]
 SEED_FIELDS = [("data", "seed"), ("train", "seed"), ("generation", "seed")]
@@ -33,6 +34,22 @@ class RunDir:
     config: dict
     label: str
     methods: list[str]
+    group: str = ""
+    """The label its models are reported under: its own, or (a `variant` run) that of the run with the same
+    seeds and no variant, so that one seed's arms pair item by item."""
+
+    @property
+    def variant(self) -> str:
+        return self.config.get("variant") or ""
+
+    def model(self, method: str) -> str:
+        """A method's name in the comparison: `s3ft` in a run of variant `+replay` is `s3ft+replay`."""
+        return method if method == "base" or not self.variant else method + self.variant
+
+    @property
+    def merged(self) -> bool:
+        """Its models join another run's (its base model is that run's, and is not reported twice)."""
+        return self.group != self.label
 
     @property
     def layout(self) -> RunLayout:
@@ -93,7 +110,28 @@ def load_runs(run_dirs: list[Path]) -> list[RunDir]:
     for i, r in enumerate(runs):  # unique, readable labels
         if labels.count(r.label) > 1:
             r.label = f"{r.label}#{i + 1}"
+    _group_variants(runs)
     return runs
+
+
+def _group_variants(runs: list[RunDir]) -> None:
+    """Give each run its group: a `variant` run joins the run of the same seeds without one, if given."""
+    plain = {}
+    for r in runs:
+        r.group = r.label
+        if not r.variant:
+            plain.setdefault(json.dumps(r.seeds, sort_keys=True), r)
+    names: dict[str, dict[str, RunDir]] = {}
+    for r in runs:
+        home = plain.get(json.dumps(r.seeds, sort_keys=True)) if r.variant else None
+        r.group = home.label if home is not None else r.label
+        for m in r.methods:
+            if m == "base" and r.merged:
+                continue
+            other = names.setdefault(r.group, {}).setdefault(r.model(m), r)
+            if other is not r:
+                raise S3FTError(f"{r.path}: {r.model(m)} of seeds {r.seeds} is also in {other.path}; give the "
+                                "runs different `variant`s to compare them")
 
 
 def model_path_of(run: RunDir) -> str:
