@@ -158,3 +158,10 @@ def test_relative_task_paths_resolve_against_the_config_file(tmp_path, monkeypat
     assert str(err.value) == (f"data.task_args.train: {tmp_path}/cfg/data/train.jsonl: not found "
                               f"('data/train.jsonl' resolved against {tmp_path}/cfg)")
     assert "base_dir" not in to_dict(cfg)["data"]  # no part of config.json or the fingerprints
+
+
+def test_a_variant_name_with_a_hyphen_or_a_space_is_an_error_naming_it():
+    assert load_config(None, ["variant=+lr5x+replay"]).variant == "+lr5x+replay"
+    for bad in ("+lr-5x", "a b"):
+        with pytest.raises(S3FTError, match=r"^--set: variant: letters, digits, '\+', '\.' and '_' only"):
+            load_config(None, [f"variant={bad}"])

@@ -25,12 +25,13 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def make_run(path: Path, right: dict[str, int], drift: dict[str, tuple[float, float]], seed: int = 0) -> Path:
+def make_run(path: Path, right: dict[str, int], drift: dict[str, tuple[float, float]], seed: int = 0,
+             variant: str | None = None) -> Path:
     """A finished run: method m is right on test items 0..right[m]-1, and drifts by (text NLL, response KL)
     nats/token = drift[m] (each item's token count varies; the per-token means are exact)."""
     methods = [m for m in right if m != "base"]
     cfg = {"model": {"name_or_path": "toy-model"}, "data": {"task": "arithmetic"}, "methods": methods,
-           "eval": {"base": True}, "forgetting": {"benchmarks": []}, "train": {"seed": seed}}
+           "eval": {"base": True}, "forgetting": {"benchmarks": []}, "train": {"seed": seed}, "variant": variant}
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(cfg))
     ids = [f"t{i:02d}" for i in range(N_TEST)]
@@ -118,6 +119,43 @@ def test_seeds_are_pooled_item_by_item(tmp_path):
     assert ind["value"] == pytest.approx((0.25 + 0.05) / 2)
     assert ind["ci95"][0] <= 0.05 + 1e-9 and ind["ci95"][1] >= 0.25 - 1e-9  # spans both seeds' effects
     assert c["measures"]["drift/text_nll_delta"]["value"] == pytest.approx(-0.4)
+
+
+def test_a_variant_run_is_reported_beside_the_run_of_its_seeds_and_contrasted_with_sft(tmp_path):
+    """`variant: +replay` (say, S3FT trained with replay in its own run directory): its S3FT is
+    `s3ft+replay`, paired item by item with the SFT of the run that has the same seeds, pooled over seeds."""
+    main = [make_run(tmp_path / f"seed{s}", RIGHT, DRIFT, seed=s) for s in (0, 1)]
+    replay = {"base": 12, "s3ft": 16}
+    variants = [make_run(tmp_path / "replay" / f"seed{s}", replay, {"base": (0, 0), "s3ft": (0.05, 0.01)}, seed=s,
+                         variant="+replay") for s in (0, 1)]
+    data = compare(main + variants, None, tmp_path / "out", CompareOptions(contrasts=["s3ft+replay-s3ft"], **OPTS),
+                   progress=lambda m: None)
+    assert data["methods"] == ["base", "sft", "ssr", "s3ft", "s3ft+replay"]
+    assert list(data["per_run"]) == ["seed0", "seed1"]  # one block per seed, the variant's models inside it
+    assert set(data["per_run"]["seed1"]) == {"base", "sft", "ssr", "s3ft", "s3ft+replay"}
+    assert [r.get("reported_under") for r in data["runs"]] == [None, None, "seed0", "seed1"]
+    c = data["contrasts"]["s3ft+replay-sft"]
+    assert c["seeds"] == 2
+    assert c["measures"]["in_domain/accuracy"]["value"] == pytest.approx((16 - 10) / N_TEST)
+    assert c["measures"]["drift/text_nll_delta"]["value"] == pytest.approx(0.05 - 0.5)
+    assert data["contrasts"]["s3ft+replay-s3ft"]["measures"]["drift/response_kl"]["value"] == pytest.approx(0.01 - 0.05)
+    assert "s3ft+replay − sft (2 seeds pooled)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_variant_whose_base_model_answered_differently_is_an_error(tmp_path):
+    main = make_run(tmp_path / "seed0", RIGHT, DRIFT)
+    other = make_run(tmp_path / "v" / "seed0", {"base": 13, "s3ft": 16}, {"base": (0, 0), "s3ft": (0, 0)},
+                     variant="+replay")
+    with pytest.raises(S3FTError, match="base model's in-domain results differ from those of seed0"):
+        compare([main, other], None, tmp_path / "out", CompareOptions(**OPTS), progress=lambda m: None)
+
+
+def test_two_runs_of_one_seed_with_the_same_variant_are_an_error_naming_both(tmp_path):
+    main = make_run(tmp_path / "seed0", RIGHT, DRIFT)
+    a, b = (make_run(tmp_path / d / "seed0", {"base": 12, "s3ft": 16}, {"base": (0, 0), "s3ft": (0, 0)},
+                     variant="+replay") for d in ("a", "b"))
+    with pytest.raises(S3FTError, match=r"s3ft\+replay of seeds .* is also in .*a/seed0"):
+        compare([main, a, b], None, tmp_path / "out", CompareOptions(**OPTS), progress=lambda m: None)
 
 
 def test_report_and_cli_open_with_the_contrasts(toy, tmp_path):

@@ -35,10 +35,13 @@ class ModelConfig:
     """Let transformers run the model repo's own Python code (models not built into transformers)."""
 
 
-def row_range(spec: str | None, key: str) -> tuple[int, int] | None:
+def row_range(spec: str | int | None, key: str) -> tuple[int, int] | None:
     """`"START:STOP"` (`data.train_rows` / `test_rows`) as (start, stop); None stays None."""
     if spec is None:
         return None
+    if isinstance(spec, int):
+        raise S3FTError(f"{key}: got the number {spec}; write START:STOP in quotes, e.g. \"400:800\" "
+                        "(unquoted, YAML reads 400:800 as a base-60 number)")
     parts = str(spec).split(":")
     try:
         start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
@@ -59,12 +62,12 @@ class DataConfig:
     """Use at most this many training rows (a seeded sample)."""
     test_limit: int | None = None
     """Evaluate on at most this many test rows (a seeded sample)."""
-    train_rows: str | None = None
+    train_rows: str | int | None = None  # int: only to say that YAML read an unquoted 400:800 as base 60
     """`START:STOP`: only these rows of the training split, in the source's order (a Python slice, taken
     before `train_limit` samples from them); unset: all. Unset, it is no part of any fingerprint."""
-    test_rows: str | None = None
+    test_rows: str | int | None = None  # int: only to say that YAML read an unquoted 400:800 as base 60
     """`START:STOP` of the test split, as `train_rows`: fixes in advance which questions a study evaluates
-    on, e.g. `400:800` for rows no earlier run saw."""
+    on, e.g. `"400:800"`. Quote it: unquoted, YAML reads `10:30` as a base-60 number."""
     test_exclude: str | None = None
     """A file of test-row ids to leave out (one per line, or JSONL with an `id` field, as a run's
     `data/test.jsonl`), e.g. the questions an earlier study already evaluated on; taken after `test_rows`,

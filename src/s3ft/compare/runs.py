@@ -85,7 +85,7 @@ def load_run(path: str | Path) -> RunDir:
     if "base" not in wanted:
         raise S3FTError(f"{path}: the base model was not evaluated (eval.base: false); nothing to compare against")
     methods = sorted(dict.fromkeys(wanted), key=lambda m: (method_order().index(m) if m in method_order() else 99, m))
-    return RunDir(path, config, path.name, methods)
+    return RunDir(path, config, path.name + (config.get("variant") or ""), methods)
 
 
 def load_runs(run_dirs: list[Path]) -> list[RunDir]:
