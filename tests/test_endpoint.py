@@ -1,7 +1,7 @@
-"""The OpenAI-compatible backend and the LLM judge: against a real llama.cpp server serving
-SmolLM2-135M, and against stub servers that are down, answer HTTP 500, answer garbage, or
-answer too slowly. Every failure must end in a bounded number of attempts and a clear
-S3FTError, quickly, keeping the verdicts judged before it."""
+"""The OpenAI-compatible backend and the LLM judge: against a real vLLM server serving
+SmolLM2-135M (tests/vllm_server.py), and against stub servers that are down, answer HTTP 500,
+answer garbage, or answer too slowly. Every failure must end in a bounded number of attempts and
+a clear S3FTError, quickly, keeping the verdicts judged before it."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from conftest import smollm2_gguf
-from llama_server import serve_gguf
 from s3ft.artifacts import read_jsonl
-from s3ft.backends import GenRequest
+from s3ft.backends import GenRequest, vllm_on_this_device
 from s3ft.backends.openai_compat import OpenAIBackend
 from s3ft.config import EndpointConfig, GenerationConfig, JudgeConfig, ModelConfig, load_config
 from s3ft.errors import S3FTError
 from s3ft.judges.llm import LLMJudge, LLMJudgeArgs, judge_messages, parse_verdict
+from s3ft.models import materialize
 from s3ft.pipeline import Run, run_pipeline
+from vllm_server import serve_vllm
+
+VLLM_OK, VLLM_WHY = vllm_on_this_device()  # here, before conftest leaves vLLM out of `auto` for the session
 
 EXAMPLES = [{"id": "q1", "question": "What is the capital of France?", "gold": "Paris", "meta": {}},
             {"id": "q2", "question": "Who wrote Hamlet?", "gold": "William Shakespeare",
@@ -213,32 +216,20 @@ def test_config_example_and_errors(tmp_path, monkeypatch):
         Run(load_config(None, [f"output_dir={tmp_path}", "judge.name=llm", "judge.backend=openai"]))
 
 
-# --- a real llama.cpp server ------------------------------------------------------------------
-def _llama_cpp_decodes() -> None:
-    """Skip, saying why, where the installed llama.cpp build crashes on its first decode: llama-cpp-python
-    0.3.36 built on a CPU with AVX-512 and AMX segfaults there (its server then drops every request)."""
-    import subprocess
-    import sys
-    code = ("from llama_cpp import Llama; import sys; "
-            "m = Llama(sys.argv[1], n_ctx=512, n_threads=2, verbose=False); m('The capital of France is', max_tokens=6)")
-    proc = subprocess.run([sys.executable, "-c", code, str(smollm2_gguf())], capture_output=True, timeout=300)
-    if proc.returncode < 0:
-        import llama_cpp
-        pytest.skip(f"llama-cpp-python {llama_cpp.__version__} dies with signal {-proc.returncode} on its first "
-                    "decode on this CPU: the tests against a real llama.cpp server need a working build")
-
-
+# --- a real vLLM server ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def llama_url():
-    pytest.importorskip("llama_cpp.server",
-                        reason="needs llama-cpp-python[server] (the test extra; `make test` installs it)")
-    _llama_cpp_decodes()
-    with serve_gguf(smollm2_gguf(), n_ctx=2048, alias="smollm2") as url:
+def server_url():
+    """vLLM's OpenAI-compatible server on SmolLM2-135M-Instruct (its GGUF dequantized to fp32, as s3ft
+    loads it): a real model, so that its answers end, and name Paris. Starting it takes ~45 s on 2 cores."""
+    if not VLLM_OK:
+        pytest.skip(f"needs vLLM to serve a model on this device: {VLLM_WHY}")
+    with serve_vllm(materialize(ModelConfig(name_or_path=str(smollm2_gguf()))), served_name="smollm2") as url:
         yield url
 
 
-def test_generation_with_prefill_against_llama_cpp(llama_url, tokenizer_dir):
-    gen = GenerationConfig(backend="openai", batch_size=1, endpoint=EndpointConfig(base_url=llama_url, model="smollm2"))
+def test_generation_with_prefill_against_vllm_server(server_url, tokenizer_dir):
+    gen = GenerationConfig(backend="openai", batch_size=1,
+                           endpoint=EndpointConfig(base_url=server_url, model="smollm2"))
     backend = OpenAIBackend(str(tokenizer_dir), ModelConfig(), gen)
     assert backend.api == "completions"  # the tokenizer is here: the chat template is rendered locally
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
@@ -258,25 +249,32 @@ def test_generation_with_prefill_against_llama_cpp(llama_url, tokenizer_dir):
     cut = next(backend.generate([GenRequest("short", [{"role": "user", "content": "Tell me a long story."}])], 3))
     assert cut[0].finish_reason == "length" and cut[0].completion_tokens == 3
     assert backend.attempts == 3
+    # a stop string that is hit: vLLM leaves it out of the text and names it (stop_reason); it is kept, as
+    # the hf backend keeps it, and the server stopped there (its tokens are the text's, no more)
+    lines = GenRequest("lines", [{"role": "user", "content": "List three colours, one per line."}])
+    (line,), = backend.generate([lines], 24, stop=("\n",))
+    assert line.finish_reason == "stop" and line.text.endswith("\n") and line.text.count("\n") == 1, line
+    assert line.completion_tokens == len(backend.tokenizer(line.text, add_special_tokens=False)["input_ids"]), line
+    assert backend.attempts == 4
 
 
-def test_llm_judge_and_pipeline_against_llama_cpp(llama_url, tiny_model_dir, tmp_path):
+def test_llm_judge_and_pipeline_against_vllm_server(server_url, tiny_model_dir, tmp_path):
     cache = tmp_path / "cache.jsonl"
-    judge = endpoint_judge(llama_url, cache, model="smollm2", timeout_s=60, concurrency=2)
+    judge = endpoint_judge(server_url, cache, model="smollm2", timeout_s=60, concurrency=2)
     verdicts = judge.judge(EXAMPLES, RESPONSES)
     rows = read_jsonl(cache)
     assert len(rows) == 2 and judge.backend().attempts == 2
     for row in rows:  # whatever a 135M judge says, it is read strictly
         assert parse_verdict(row["output"]).correct == row["correct"]
     assert sorted(v.correct for v in verdicts) == sorted(r["correct"] for r in rows)
-    again = endpoint_judge(llama_url, cache, model="smollm2")
+    again = endpoint_judge(server_url, cache, model="smollm2")
     assert again.judge(EXAMPLES, RESPONSES) == verdicts and again.backend().attempts == 0  # all from the cache
     # generation and judging both through the server, inside the pipeline; the task names the judge
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in [
         ("What is the capital of France?", "Paris"), ("What colour is a clear daytime sky?", "Blue"),
         ("How many legs does a spider have?", "Eight")]))
-    ep = f"{{base_url: '{llama_url}', model: smollm2, timeout_s: 60}}"
+    ep = f"{{base_url: '{server_url}', model: smollm2, timeout_s: 60}}"
     task_args = f"{{train: '{data}', test: '{data}', judge: llm, instruction: Answer in a few words.}}"
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
                              "data.task=jsonl", f"data.task_args={task_args}", "generation.backend=openai",

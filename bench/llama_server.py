@@ -1,11 +1,12 @@
-"""Serve a GGUF model through llama.cpp's OpenAI-compatible server for tests and benchmarks.
+"""Serve a GGUF model through llama.cpp's OpenAI-compatible server, for the generation benchmark.
 
-    with serve_gguf(smollm2_gguf()) as base_url:   # "http://127.0.0.1:PORT/v1"
+    with serve_gguf("SmolLM2-135M-Instruct.Q4_1.gguf", alias="smollm2") as base_url:   # "http://127.0.0.1:PORT/v1"
         OpenAI(base_url=base_url, api_key="x").completions.create(model="smollm2", prompt="Hi")
 
-The server is `python -m llama_cpp.server` (from `llama-cpp-python[server]`) in its own
-process group, so stopping it also stops anything it spawned; it is always stopped, even
-when the body raises or startup times out. Importable from bench/ via sys.path.
+The server is `python -m llama_cpp.server` from `llama-cpp-python[server]`, which no extra installs
+(it compiles llama.cpp, ~17 minutes on 2 cores): `pip install 'llama-cpp-python[server]'` to run
+this side. It runs in its own process group, so stopping it also stops anything it spawned; it is
+always stopped, even when the body raises or startup times out.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def serve_gguf(path: str | Path, port: int | None = None, n_ctx: int = 2048, n_t
             pass
 
 
-if __name__ == "__main__":  # manual check: python tests/llama_server.py FILE.gguf
+if __name__ == "__main__":  # manual check: python bench/llama_server.py FILE.gguf
     with serve_gguf(sys.argv[1]) as url:
         print("ready at", url)
         with urllib.request.urlopen(f"{url}/models") as r:
