@@ -238,6 +238,10 @@ def test_run_report_opens_with_each_method_against_sft(metered_run):
     assert lines[2].startswith("## At a glance: each method against SFT")
     assert lines[4].startswith("- s3ft − sft: in-domain ") and "Verdict: s3ft vs sft: " in lines[4]
     assert "arc_easy logp_correct" in lines[4]
+    md = "\n".join(lines)
+    # the forgetting table has the headline's measures; its legend explains the probe it ran, no absent controls
+    assert "| model | in-domain acc % | text NLL Δ | response NLL Δ | response KL |" in md
+    assert "Probe: accuracy Δ" in md and "control-untrained" not in md
 
 
 def test_run_contrasts_read_the_run_directory_item_by_item(metered_run, tmp_path):

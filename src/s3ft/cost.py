@@ -522,7 +522,7 @@ def run_estimate(cfg: RunConfig) -> dict:
             return {**json.loads(path.read_text()), "source": "dry-run"}
         except (OSError, ValueError):
             pass
-    return {**estimate(cfg, probe=False), "source": "counted after the run (no probe: no times)"}
+    return {**estimate(cfg, probe=False), "source": "counted after the run; no probe, so no times"}
 
 
 def estimate_beside_cost(cfg: RunConfig, cost: dict[str, dict]) -> dict | None:

@@ -107,11 +107,16 @@ def render_markdown(s: Summary, base: float | None) -> str:
         lines += ["", "## Forgetting (vs base, 95% CIs over probe items)", "",
                   md_row(head), "|---|" + "---:|" * (len(head) - 1)]
         lines += [md_row(r) for r in rows]
-        lines += ["", "Drift (nats/token): text NLL Δ on general text and response KL(base‖model) on the base "
-                  "model's own answers to general instructions; > 0 = moved away from base. Probe: accuracy Δ "
-                  "(points) and Δ log p(correct) (nats) on a labelled multiple-choice sample; < 0 = forgetting. "
-                  "`base` is the base model against itself (exactly 0); controls: `control-untrained` is an untrained "
-                  "adapter (must read ~0), `control-planted` SFT at a much higher learning rate (must read > 0)."]
+        legend = ("Drift (nats/token): text NLL Δ on general text; response NLL Δ and response KL(base‖model) "
+                  "on the base model's own answers to general instructions; > 0 = moved away from base. `base` is "
+                  "the base model against itself (exactly 0).")
+        if any(k.startswith("probe/") for m in s["forgetting"]["models"].values() for k in m):
+            legend += (" Probe: accuracy Δ (points) and Δ log p(correct) (nats) on a labelled multiple-choice "
+                       "sample; < 0 = forgetting.")
+        if any(c in s["forgetting"].get("models", {}) for c in ("control-untrained", "control-planted")):
+            legend += (" Controls: `control-untrained` is an untrained adapter (must read ~0), `control-planted` "
+                       "SFT at a much higher learning rate (must read > 0).")
+        lines += ["", legend]
     cols, counts = mix_table(s["target_mix_by_method"])
     lines += ["", "## Training-target mix", "", md_row(["method", *cols]), "|---|" + "---:|" * len(cols)]
     for m, row in zip(s["target_mix_by_method"], counts):
@@ -157,7 +162,8 @@ def answer_format_table(by_method: dict[str, dict[str, dict[str, int]]]) -> list
     return out
 
 
-FORGETTING_COLUMNS = [("drift/text_nll_delta", "text NLL Δ", 1, 3), ("drift/response_kl", "response KL", 1, 3)]
+FORGETTING_COLUMNS = [("drift/text_nll_delta", "text NLL Δ", 1, 3), ("drift/response_nll_delta", "response NLL Δ", 1, 3),
+                      ("drift/response_kl", "response KL", 1, 3)]
 PROBE_COLUMNS = [("accuracy", "acc Δ pts", 100, 1), ("logp_correct", "Δ log p(correct)", 1, 3)]
 
 

@@ -105,6 +105,9 @@ def _child(conn, factory: str, llm_args: dict) -> None:
     # This process is already the engine's own: vLLM's engine core and worker run in it rather than
     # in two more processes, each importing torch and vLLM again (tens of seconds of load on a CPU).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # vLLM's INFO lines (dozens per engine start) drown the run's progress bars; VLLM_LOGGING_LEVEL=INFO
+    # brings them back.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
         module, name = factory.split(":")
         engine = getattr(importlib.import_module(module), name)(llm_args)

@@ -26,7 +26,7 @@ def audit_judge_for(run: RunDir, requested: str) -> tuple[str | None, str | None
     if second is not None:
         return second, None
     return None, (f"No judge audit: no registered judge grades what the task's judge `{primary}` grades in "
-                  f"another way (`exact` would reject every worked answer). Pass `--audit-judge llm` for an LLM "
+                  f"another way. Pass `--audit-judge llm` for an LLM "
                   f"judge's second opinion, or `--audit-judge {primary}` to re-judge with the task's own judge "
                   f"(a reproducibility check).")
 

@@ -12,7 +12,7 @@ GROUP_COLORS = {"gold": "#d62728", "paraphrase": "#2ca02c", "own answer": "#1f77
 MORE_GROUP_COLORS = ["#e377c2", "#17becf", "#bcbd22", "#8c564b"]  # display groups of other strategies' sources
 PLOT_TITLES = {"gain_vs_forgetting": "In-domain gain vs forgetting (drift from the base model)",
                "tradeoff": "In-domain accuracy vs average general drop",
-               "deltas": "Per-benchmark change vs base", "target_mix": "Training-target mix",
+               "deltas": "Per-benchmark change vs base", "target_mix": "Training-target mix per method",
                "logprob_hist": "Base-model log-probability of targets (S3FT Fig. 2)",
                "nll": "Target NLL per method"}
 # the forgetting axes of the gain-vs-forgetting plot, in order of preference

@@ -58,6 +58,22 @@ def _bench_label(data: dict, t: str) -> str:
     return t + (" (skipped)" if t in data["skipped_benchmarks"] else "")
 
 
+def _forgetting_legend(data: dict, n_runs: int) -> str:
+    """What the forgetting table's measures mean: only those it has."""
+    keys = {k for measures in data["pooled"].values() for k in measures}
+    text = ("Every measurement is method − base per item, averaged (drift: per token), with a 95% bootstrap CI"
+            + (" that resamples the runs (seeds), then the items within each" if n_runs > 1 else " over items")
+            + ". Drift (nats/token; > 0 = moved away from the base model): `text_nll_delta` on general text, "
+            "`response_kl` = KL(base ‖ model) on the base model's own answers to general instructions.")
+    if any(k.startswith(("probe/", "general/")) for k in keys):
+        text += (" Probe/general: `accuracy` (points) and, per multiple-choice item, Δ log p(correct | choices) "
+                 "and Δ margin over the best wrong choice (nats; < 0 = forgetting).")
+    if data.get("controls"):
+        text += (" Controls: `base` (itself, exactly 0), `control-untrained` (an untrained adapter: must read ~0), "
+                 "`control-planted` (SFT at a much higher learning rate: must read > 0).")
+    return text
+
+
 def headline_table(data: dict, label: str) -> tuple[list[str], list[list[str]]]:
     """One run: accuracy (Wilson CI), deltas with paired-bootstrap CIs, general values, avg drop."""
     block = data["per_run"][label]
@@ -220,20 +236,12 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
     if data.get("contrasts"):
         out.append(("list", "At a glance: each method against SFT (paired 95% CIs)", contrast_items(data)))
     out.append(("text", "", "Δ = method − base. CIs are 95% paired bootstrap intervals over the same items "
-                f"({data['bootstrap']['iters']} resamples); in-domain accuracy CIs are Wilson intervals. "
-                "The average drop is the mean over benchmarks of (base − method) in points, as the SSR/S3FT "
-                "papers report it; positive means forgetting."))
+                f"({data['bootstrap']['iters']} resamples); in-domain accuracy CIs are Wilson intervals."
+                + (" The average drop is the mean over benchmarks of (base − method) in points, as the SSR/S3FT "
+                   "papers report it; positive means forgetting." if data["benchmarks"] else "")))
     if data.get("pooled") and any(data["pooled"].values()):
         n = len(labels)
-        out.append(("text", "Forgetting" + (f", {n} runs pooled" if n > 1 else ""),
-                    "Every measurement is method − base per item, averaged (drift: per token), with a 95% bootstrap "
-                    "CI" + (" that resamples the runs (seeds), then the items within each" if n > 1 else
-                            " over items") + ". Drift (nats/token; > 0 = moved away from the base model): "
-                    "`text_nll_delta` on general text, `response_kl` = KL(base ‖ model) on the base model's own "
-                    "answers to general instructions. Probe/general: `accuracy` (points) and, per multiple-choice "
-                    "item, Δ log p(correct | choices) and Δ margin over the best wrong choice (nats; < 0 = "
-                    "forgetting). Controls: `base` (itself, exactly 0), `control-untrained` (an untrained adapter: "
-                    "must read ~0), `control-planted` (SFT at a much higher learning rate: must read > 0)."))
+        out.append(("text", "Forgetting" + (f", {n} runs pooled" if n > 1 else ""), _forgetting_legend(data, n)))
         out.append(("table", "", forgetting_table(data, data["pooled"])))
         out.append(("plot", PLOT_TITLES["gain_vs_forgetting"], "gain_vs_forgetting"))
         if n > 1:
@@ -254,7 +262,7 @@ def sections(data: dict) -> list[tuple[str, str, object]]:
         out.append(("plot", PLOT_TITLES[name], name))
     head, rows = mix_table(data)
     if rows:
-        out.append(("table", "Training-target mix", (head, rows)))
+        out.append(("table", "Training-target mix per run", (head, rows)))
     head, rows = nll_source_table(data)
     if rows:
         out.append(("text", "Target NLL by source", "Mean per-token NLL (nats) of the training targets under the "
