@@ -237,3 +237,17 @@ def test_invalid_json_names_the_option_the_file_and_the_line(tmp_path):
     (tmp_path / "project" / "chat.jsonl").write_text('{"messages": []}\n{broken\n')
     assert f"data.task_args.train: {tmp_path}/project/chat.jsonl:2: invalid JSON" in data_error(
         tmp_path, "{train: chat.jsonl, answer_type: short}")
+
+
+def test_the_sharegpt_example_loads_with_both_kinds_of_system_prompt_and_its_two_turn_rows():
+    """examples/world-facts: 40 ShareGPT conversations, system prompts as a field or a turn, 10 two-turn."""
+    from s3ft.config import load_config
+    from s3ft.tasks import get_task
+    cfg = load_config(Path(__file__).parents[1] / "examples" / "world-facts" / "config.yaml")
+    task = get_task(cfg.data)
+    rows = task.load("train") + task.load("test")
+    assert (len(task.load("train")), len(task.load("test"))) == (30, 10)
+    assert sum(bool(e.context) and e.context[0]["role"] == "system" for e in rows) == 21
+    assert sum(any(t["role"] == "assistant" for t in e.context) for e in rows) == 10
+    berlin = next(e for e in rows if e.id == "geo-32")
+    assert (berlin.context[-1]["content"], berlin.gold) == ("Berlin", "Spree")
