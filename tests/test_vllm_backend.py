@@ -258,6 +258,37 @@ def hf_engine(llm_args: dict):
     return generate
 
 
+def sleepy_engine(llm_args: dict):
+    """Stands in for an engine busy with a long generate call."""
+    def generate(prompt_ids, sampling, adapter):
+        time.sleep(600)
+    return generate
+
+
+def test_a_kill_9_of_the_run_ends_the_engine_in_the_middle_of_a_generate_call(tiny_model_dir):
+    """Without it the engine would finish its chunk first: minutes of a CPU, or a GPU's memory, held."""
+    import psutil
+    parent = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from s3ft.backends import GenRequest, vllm as v\n"
+              "from s3ft.config import GenerationConfig, ModelConfig\n"
+              "v.VLLMBackend.factory = 'test_vllm_backend:sleepy_engine'\n"
+              f"b = v.VLLMBackend({str(tiny_model_dir)!r}, ModelConfig(dtype='float32', device='cpu'), GenerationConfig())\n"
+              "b._start(); print('up', flush=True)\n"
+              "list(b.generate([GenRequest('a', [{'role': 'user', 'content': 'hi'}])], 4))\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert proc.stdout.readline().strip() == "up"
+    time.sleep(1.0)  # the generate call is under way in the engine process
+    engines = psutil.Process(proc.pid).children(recursive=True)
+    assert engines
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(engines, timeout=15)
+    for p in alive:  # leave no sleeper behind when this fails
+        p.kill()
+    assert not alive, "the engine kept generating after its run was killed"
+
+
 @pytest.fixture
 def fake_vllm(monkeypatch):
     monkeypatch.setattr(vllm_backend.VLLMBackend, "factory", f"{__name__}:hf_engine")

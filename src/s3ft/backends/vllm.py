@@ -14,11 +14,15 @@ Engine options go to `vllm.LLM(...)` unchanged through `generation.engine_args`,
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -100,8 +104,23 @@ def vllm_engine(llm_args: dict):
     return generate
 
 
-def _child(conn, factory: str, llm_args: dict) -> None:
+def _die_with(parent_pid: int) -> None:
+    """End this process when the run's process dies, even by kill -9 in the middle of a generate call,
+    which would otherwise run to its end first (minutes on a CPU; a GPU's memory held all along)."""
+    if sys.platform == "linux":  # the kernel sends SIGKILL when the parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:  # elsewhere (and if the parent died before prctl): poll
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, name="s3ft-parent-watch", daemon=True).start()
+
+
+def _child(conn, factory: str, llm_args: dict, parent_pid: int | None = None) -> None:
     """Child process loop: build the engine once, answer ('generate', ids, sampling, adapter) messages."""
+    if parent_pid is not None:
+        _die_with(parent_pid)
     # This process is already the engine's own: vLLM's engine core and worker run in it rather than
     # in two more processes, each importing torch and vLLM again (tens of seconds of load on a CPU).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -145,7 +164,7 @@ class VLLMBackend:
         t0 = time.time()
         ctx = mp.get_context("spawn")  # a forked CUDA context is unusable in the child
         self._conn, child_conn = ctx.Pipe()
-        self._proc = ctx.Process(target=_child, args=(child_conn, self.factory, self.llm_args),
+        self._proc = ctx.Process(target=_child, args=(child_conn, self.factory, self.llm_args, os.getpid()),
                                  daemon=False, name="s3ft-vllm")  # not a daemon: vLLM may start workers
         self._proc.start()
         child_conn.close()
