@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=48, help="prompts")
     ap.add_argument("--max-new-tokens", type=int, default=192)
     ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--sides", default="hf,vllm")
+    ap.add_argument("--sides", default="hf,vllm", help="hf, vllm, vllm+lora (LoRA enabled, as in a run)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=48, help="prompts of the untimed first run")
     ap.add_argument("--threads", type=int, default=1)
@@ -105,8 +105,9 @@ def main() -> None:
             t0 = time.perf_counter()
             if side == "hf":
                 backend = HFBackend(path, model_cfg, GenerationConfig(batch_size=len(requests)))
-            else:
-                backend = VLLMBackend(path, model_cfg, GenerationConfig())
+            else:  # `vllm+lora`: the engine as a run builds it, LoRA enabled to serve adapters, answering for base
+                lora = {"lora_rank": cfg.train.lora_r} if side == "vllm+lora" else {}
+                backend = VLLMBackend(path, model_cfg, GenerationConfig(), **lora)
                 backend._start()
             load = time.perf_counter() - t0
             row = {"side": side, "dtype": dtype, "load_s": round(load, 1), **run_side(backend, requests, args.max_new_tokens,
