@@ -11,49 +11,14 @@ always stopped, even when the body raises or startup times out.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
-def free_port() -> int:
-    """A port that was free a moment ago (the kernel picks it; a race is possible but rare)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # one launcher for both servers
+from vllm_server import free_port, serve_openai  # noqa: E402
 
 
 @contextmanager
@@ -73,29 +38,8 @@ def serve_gguf(path: str | Path, port: int | None = None, n_ctx: int = 2048, n_t
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),
            "--model_alias", alias or path.stem, *extra_args]
-    log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # own process group: killpg stops it all
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not _ready(f"{base}/models"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                tail = Path(log.name).read_text(errors="replace")[-3000:]
-                why = f"exited with {proc.returncode}" if proc.poll() is not None else \
-                    f"not ready after {startup_timeout_s:.0f}s"
-                raise RuntimeError(f"llama.cpp server on {path.name} {why}; command: {' '.join(cmd)}\n"
-                                   f"log {log.name}:\n{tail}")
-            time.sleep(0.25)
+    with serve_openai(cmd, port, f"llama.cpp server on {path.name}", startup_timeout_s) as base:
         yield base
-    finally:
-        _stop(proc)
-        log.close()
-        try:
-            os.unlink(log.name)
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":  # manual check: python bench/llama_server.py FILE.gguf

@@ -84,7 +84,18 @@ def serve_vllm(model_dir: str | Path, served_name: str | None = None, port: int 
     # The engine runs in the server's process instead of a second one importing torch and vLLM again,
     # as in s3ft's vLLM backend (tens of seconds of start on a small CPU).
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    log = tempfile.NamedTemporaryFile("w+", prefix="vllm-server-", suffix=".log", delete=False)
+    with serve_openai(cmd, port, f"vLLM server on {model_dir}", startup_timeout_s, env) as base:
+        yield base
+
+
+@contextmanager
+def serve_openai(cmd: list[str], port: int, what: str, startup_timeout_s: float,
+                 env: dict | None = None) -> Iterator[str]:
+    """Run `cmd`, an OpenAI-compatible server listening on 127.0.0.1:`port`, in its own process group;
+    yield its base URL once `/v1/models` answers; stop the group. Also the llama.cpp server's launcher
+    (bench/llama_server.py). RuntimeError naming `what`, the command and the log's tail if the server
+    exits or is not ready in time."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="openai-server-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             start_new_session=True)  # own process group: killpg stops it all
     base = f"http://127.0.0.1:{port}/v1"
@@ -96,9 +107,9 @@ def serve_vllm(model_dir: str | Path, served_name: str | None = None, port: int 
                 tail = Path(log.name).read_text(errors="replace")[-4000:]
                 why = f"exited with {proc.returncode}" if proc.poll() is not None else \
                     f"not ready after {startup_timeout_s:.0f}s"
-                raise RuntimeError(f"vLLM server on {model_dir} {why}; command: {' '.join(cmd)}\n"
+                raise RuntimeError(f"{what} {why}; command: {' '.join(cmd)}\n"
                                    f"log {log.name} (last 4000 characters):\n{tail}")
-            time.sleep(0.5)
+            time.sleep(0.25)
         yield base
     finally:
         _stop(proc)
@@ -107,7 +118,6 @@ def serve_vllm(model_dir: str | Path, served_name: str | None = None, port: int 
             os.unlink(log.name)
         except OSError:
             pass
-
 
 if __name__ == "__main__":  # manual check: python tests/vllm_server.py MODEL_DIR
     t0 = time.monotonic()
