@@ -251,3 +251,24 @@ def test_the_sharegpt_example_loads_with_both_kinds_of_system_prompt_and_its_two
     assert sum(any(t["role"] == "assistant" for t in e.context) for e in rows) == 10
     berlin = next(e for e in rows if e.id == "geo-32")
     assert (berlin.context[-1]["content"], berlin.gold) == ("Berlin", "Spree")
+
+
+def test_editing_the_data_after_a_run_stops_the_rerun_naming_the_stale_file_and_a_changed_row(tmp_path):
+    """The fingerprints hold the config, not the file: an edited gold answer would otherwise leave every
+    stage after the data stale without a word."""
+    write_jsonl(tmp_path / "project" / "chat.jsonl", [row("messages", c) for c in conversations(False, False)])
+    cfg = tmp_path / "project" / "config.yaml"
+    cfg.write_text("data:\n  task: dataset\n  task_args: {train: chat.jsonl, answer_type: short, test_fraction: 0.25}\n")
+    args = ["data", str(cfg), "-o", str(tmp_path / "run")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    kept = (tmp_path / "run" / "data" / "train.jsonl").read_bytes()
+    assert CliRunner().invoke(app, args).exit_code == 0  # unchanged data: the rerun reuses it
+    edited = conversations(False, False)
+    edited[3]["answer"] = "Cusco"
+    write_jsonl(tmp_path / "project" / "chat.jsonl", [row("messages", c) for c in edited])
+    result = CliRunner().invoke(app, args)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in out, result.output
+    assert "the task's data changed since this run directory was made (1 row added, removed or edited, " \
+           "e.g. id 'cap-3')" in out and "/data/" in out
+    assert (tmp_path / "run" / "data" / "train.jsonl").read_bytes() == kept  # nothing computed is lost

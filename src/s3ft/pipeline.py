@@ -163,20 +163,36 @@ UNSET_LEAVES_OUT = ("train_rows", "test_rows", "test_exclude")
 def stage_data(run: Run) -> dict[str, list[Example]]:
     data = {k: v for k, v in to_dict(run.cfg.data).items() if v is not None or k not in UNSET_LEAVES_OUT}
     inputs = {split: {"task": run.task.describe(), "data": data, "split": split} for split in ("train", "test")}
-    # Loaded, and so checked, before the run directory is made.
-    loaded = {split: run.task.load(split) for split, key in inputs.items()
-              if not StageArtifact.finished(run.layout.data(split), key)}
+    # Loaded, and so checked, before the run directory is made; loaded on a rerun too, since the
+    # fingerprint holds the config, not the files' contents (see `_same_rows`).
+    loaded = {split: [ex.to_dict() for ex in run.task.load(split)] for split in inputs}
     out = {}
     for split, key in inputs.items():
         art = run.artifact(str(REL.data(split)), key)
         if not art.done:
-            rows = loaded[split] if split in loaded else run.task.load(split)
-            art.append([ex.to_dict() for ex in rows])
-            art.finish({"rows": len(rows)})
+            art.append(loaded[split])
+            art.finish({"rows": len(loaded[split])})
+        else:
+            _same_rows(art.path, list(art.rows.values()), loaded[split])
         out[split] = [Example.from_dict(r) for r in art.rows.values()]
-    if loaded and (record := run.task.split_record()) is not None:
+    if (record := run.task.split_record()) is not None:
         write_json(run.layout.split_record, record)
     return out
+
+
+def _same_rows(path: Path, kept: list[dict], loaded: list[dict]) -> None:
+    """Stop when the data a finished run directory was made from has changed since: an edited file, or
+    another `data.test_exclude` list, keeps the config (so every fingerprint) the same while every
+    stage after this one would be stale."""
+    as_json = lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False)
+    kept_by_id = {r["id"]: as_json(r) for r in kept}
+    loaded_by_id = {r["id"]: as_json(r) for r in loaded}
+    if kept_by_id == loaded_by_id:
+        return
+    changed = sorted(set(kept_by_id) ^ set(loaded_by_id)) + sorted(
+        i for i in set(kept_by_id) & set(loaded_by_id) if kept_by_id[i] != loaded_by_id[i])
+    raise S3FTError(f"{path}: the task's data changed since this run directory was made ({len(changed)} "
+                    f"row{'s' if len(changed) > 1 else ''} added, removed or edited, e.g. id {changed[0]!r}); use another output directory")
 
 
 def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[list[GenerationRow], str]:
