@@ -217,7 +217,11 @@ def test_run_resumes_after_kill_9_and_writes_the_hf_backends_artifacts(vllm_mode
     # The engine stays up through training where memory allows; here always, so the count below is fixed.
     monkeypatch.setattr(vllm_backend.VLLMBackend, "keep_while_training", lambda self: True)
     summary = run_pipeline(load_config(None, run_args(vllm_model_dir, vl, "vllm")))
-    assert (vl / "answers.jsonl").read_text() == answers  # resumed, not regenerated
+    # resumed: the rows on disk at the kill are kept, only the others are generated, each id once
+    resumed = (vl / "answers.jsonl").read_text()
+    assert resumed.startswith(answers)
+    ids = [json.loads(line)["id"] for line in resumed.splitlines()]
+    assert len(ids) == len(set(ids)) == 8
     ref = run_pipeline(load_config(None, run_args(vllm_model_dir, tmp_path / "hf", "hf")))
     for name in ["answers.jsonl", "paraphrases.jsonl", "eval/base.jsonl", "eval/s3ft.jsonl",
                  "forgetting/probe_responses.jsonl"]:
@@ -241,8 +245,7 @@ def hf_engine(llm_args: dict):
     model = AutoModelForCausalLM.from_pretrained(llm_args["model"], dtype=torch.float32)
 
     def generate(prompt_ids, sampling, adapter):
-        out_rows = []
-        for ids in prompt_ids:
+        for k, ids in enumerate(prompt_ids):
             prompt = tok.decode(ids)
             if "REFUSE" in prompt:
                 raise ValueError("engine refused prompt")
@@ -253,8 +256,7 @@ def hf_engine(llm_args: dict):
                                  temperature=None, top_p=None, top_k=None)[0, len(ids):].tolist()
             done = tok.eos_token_id in out
             new = out[:out.index(tok.eos_token_id) + 1] if done else out
-            out_rows.append((tok.decode(new, skip_special_tokens=True), "stop" if done else "length", len(new)))
-        return out_rows
+            yield [(k, tok.decode(new, skip_special_tokens=True), "stop" if done else "length", len(new))]
     return generate
 
 
@@ -262,6 +264,7 @@ def sleepy_engine(llm_args: dict):
     """Stands in for an engine busy with a long generate call."""
     def generate(prompt_ids, sampling, adapter):
         time.sleep(600)
+        yield []
     return generate
 
 
@@ -314,3 +317,25 @@ def test_close_ends_the_engine_process(fake_vllm, tiny_model_dir):
     assert proc.is_alive()
     b.close()
     assert not proc.is_alive() and proc.exitcode == 0
+
+
+def test_rows_come_back_as_the_engine_finishes_them_each_id_of_a_repeated_prompt_included(fake_vllm, tiny_model_dir):
+    """The pipeline saves each part as it arrives: a kill -9 loses only the rows still generating."""
+    b = vllm_backend.VLLMBackend(str(tiny_model_dir), FP32, GenerationConfig())
+    asks = [GenRequest(i, [{"role": "user", "content": q}]) for i, q in [("a", "hi"), ("b", "2+2?"), ("c", "hi")]]
+    parts = list(b.generate(asks, 3))
+    b.close()
+    assert [sorted(g.id for g in part) for part in parts] == [["a", "c"], ["b"]]  # "hi" is generated once
+
+
+def test_leaving_a_generate_call_midway_ends_the_engine_and_the_next_call_starts_a_fresh_one(fake_vllm, tiny_model_dir):
+    """Rows of an abandoned call must not reach the next call's caller."""
+    b = vllm_backend.VLLMBackend(str(tiny_model_dir), FP32, GenerationConfig())
+    calls = b.generate([GenRequest(i, [{"role": "user", "content": f"{i}?"}]) for i in "xyz"], 3)
+    assert [g.id for g in next(calls)] == ["x"]
+    proc = b._proc
+    calls.close()
+    assert b._proc is None and not proc.is_alive()
+    assert [[g.id for g in part] for part in b.generate([GenRequest("n", [{"role": "user", "content": "no"}])], 3)] \
+        == [["n"]]
+    b.close()

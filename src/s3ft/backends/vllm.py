@@ -33,9 +33,9 @@ from ..errors import S3FTError
 from ..models import load_tokenizer, pick_dtype
 from . import Generation, GenRequest, dedupe, register_backend, render_prompt, trim
 
-CHUNK = 512
-"""Prompts per round trip to the engine: vLLM schedules them continuously; the pipeline
-saves each chunk's rows as soon as they return, so a crash loses at most one chunk."""
+PART_EVERY_S = 5.0
+"""The engine sends its finished rows at most this often: the pipeline saves each part as it
+arrives (a kill -9 loses only rows still generating) and its progress bar moves with them."""
 
 CPU_KV_CACHE_BYTES = 1 << 30
 """KV cache on a CPU unless `engine_args` sets one: vLLM's default reserves 92% of the machine's
@@ -87,20 +87,40 @@ def sampling_args(gen_cfg: GenerationConfig, max_new_tokens: int, stop: tuple[st
     return args
 
 
+EngineRow = tuple[int, str, str, int]
+"""One finished prompt from the engine: its index in the call, text, finish reason, completion tokens."""
+
+
 def vllm_engine(llm_args: dict):
-    """The real engine, built inside the child process: `fn(prompt_ids, sampling, adapter) -> rows`."""
+    """The real engine, built inside the child process: `fn(prompt_ids, sampling, adapter)` yields
+    the finished rows in parts, as vLLM finishes them."""
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
     llm = LLM(**llm_args)
     loras: dict[str, LoRARequest] = {}  # one id per adapter directory: vLLM caches adapters by id
 
-    def generate(prompt_ids: list[list[int]], sampling: dict, adapter: str | None) -> list[tuple[str, str, int]]:
+    def generate(prompt_ids: list[list[int]], sampling: dict, adapter: str | None) -> Iterator[list[EngineRow]]:
         lora = None
         if adapter:
             lora = loras.setdefault(adapter, LoRARequest(f"adapter{len(loras) + 1}", len(loras) + 1, adapter))
-        outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], SamplingParams(**sampling),
-                            lora_request=lora, use_tqdm=False)
-        return [(o.outputs[0].text, o.outputs[0].finish_reason, len(o.outputs[0].token_ids)) for o in outs]
+        # `LLM.generate` returns only when every prompt is done; its own loop (`_run_engine`), stepped
+        # here, hands over each row as it finishes.
+        request_ids = llm.enqueue([{"prompt_token_ids": ids} for ids in prompt_ids], SamplingParams(**sampling),
+                                  lora_request=lora, use_tqdm=False)
+        # outputs carry the id LLM gave each prompt (a counter); `enqueue` returns the engine's own, that
+        # id with a random suffix ("17-3fa9c2d1")
+        index = {rid.split("-")[0]: i for i, rid in enumerate(request_ids)}
+        part, sent = [], time.monotonic()
+        while llm.llm_engine.has_unfinished_requests():
+            for out in llm.llm_engine.step():
+                if out.finished:
+                    o = out.outputs[0]
+                    part.append((index[out.request_id], o.text, o.finish_reason, len(o.token_ids)))
+            if part and time.monotonic() - sent >= PART_EVERY_S:
+                yield part
+                part, sent = [], time.monotonic()
+        if part:
+            yield part
     return generate
 
 
@@ -118,7 +138,8 @@ def _die_with(parent_pid: int) -> None:
 
 
 def _child(conn, factory: str, llm_args: dict, parent_pid: int | None = None) -> None:
-    """Child process loop: build the engine once, answer ('generate', ids, sampling, adapter) messages."""
+    """Child process loop: build the engine once, answer each ('generate', ids, sampling, adapter) message
+    with ('part', rows) messages as rows finish, then ('done', None)."""
     if parent_pid is not None:
         _die_with(parent_pid)
     # This process is already the engine's own: vLLM's engine core and worker run in it rather than
@@ -135,7 +156,9 @@ def _child(conn, factory: str, llm_args: dict, parent_pid: int | None = None) ->
             msg = conn.recv()
             if msg[0] == "close":
                 break
-            conn.send(("ok", engine(*msg[1:])))
+            for part in engine(*msg[1:]):
+                conn.send(("part", part))
+            conn.send(("done", None))
     except BaseException:  # everything, so the parent gets the reason instead of a dead pipe
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -171,7 +194,7 @@ class VLLMBackend:
         self._receive()
         self.load_s = round(time.time() - t0, 3)
 
-    def _receive(self):
+    def _receive(self) -> tuple[str, object]:
         try:
             kind, payload = self._conn.recv()
         except EOFError:
@@ -182,7 +205,7 @@ class VLLMBackend:
         if kind == "error":
             self.close()
             raise S3FTError(f"vLLM engine failed:\n{payload}")
-        return payload
+        return kind, payload
 
     def serves(self, adapter: str) -> bool:
         """Whether this engine can answer for `adapter` without loading the model again."""
@@ -208,15 +231,20 @@ class VLLMBackend:
         prompts = [render_prompt(self.tokenizer, r) for r in requests]
         groups = list(dedupe(prompts, sampling=self.gen_cfg.temperature > 0).values())
         ids = self.tokenizer([prompts[g[0]] for g in groups], add_special_tokens=False)["input_ids"]
-        sampling = sampling_args(self.gen_cfg, max_new_tokens, stop)
-        for start in range(0, len(groups), CHUNK):
-            self._conn.send(("generate", ids[start:start + CHUNK], sampling, adapter))
-            result = []
-            for g, prompt_ids, (text, reason, n_tok) in zip(groups[start:start + CHUNK], ids[start:start + CHUNK],
-                                                            self._receive()):
-                text, reason = trim(text, "stop" if reason == "stop" else "length", stop, stop_regex)
-                result += [Generation(requests[i].id, text, reason, len(prompt_ids), n_tok) for i in g]
-            yield result
+        self._conn.send(("generate", ids, sampling_args(self.gen_cfg, max_new_tokens, stop), adapter))
+        done = False
+        try:
+            while (message := self._receive())[0] == "part":
+                result = []
+                for k, text, reason, n_tok in message[1]:
+                    text, reason = trim(text, "stop" if reason == "stop" else "length", stop, stop_regex)
+                    result += [Generation(requests[i].id, text, reason, len(ids[k]), n_tok) for i in groups[k]]
+                yield result
+            done = True
+        finally:
+            if not done and self._proc is not None:  # left mid-call: the engine is still sending this call's rows
+                self._proc.kill()
+                self.close()
 
     def close(self) -> None:
         """End the engine process; its memory is released with it."""
