@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from s3ft.checks import load_checked_config as load_config
@@ -157,7 +159,23 @@ def test_relative_task_paths_resolve_against_the_config_file(tmp_path, monkeypat
     # the key, the path it resolved, and the folder it resolved against
     assert str(err.value) == (f"data.task_args.train: {tmp_path}/cfg/data/train.jsonl: not found "
                               f"('data/train.jsonl' resolved against {tmp_path}/cfg)")
-    assert "base_dir" not in to_dict(cfg)["data"]  # no part of config.json or the fingerprints
+    # A run's config.json keeps the folder: loaded again from the run directory, the paths are the same.
+    saved = tmp_path / "run" / "config.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps(to_dict(cfg)))
+    assert load_config(saved).data.base_dir == str(tmp_path / "cfg")
+
+
+def test_where_the_config_lies_is_in_no_data_fingerprint(tmp_path):
+    from s3ft.pipeline import Run, stage_data
+    fps = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        p = tmp_path / folder / "c.yaml"
+        p.write_text(f"output_dir: {tmp_path / folder / 'run'}\ndata: {{task: arithmetic, train_limit: 4, test_limit: 2}}\n")
+        stage_data(Run(load_config(p)))
+        fps.append(json.loads((tmp_path / folder / "run" / "data" / "train.meta.json").read_text())["fingerprint"])
+    assert fps[0] == fps[1]
 
 
 def test_a_variant_name_with_a_hyphen_or_a_space_is_an_error_naming_it():

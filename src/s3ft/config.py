@@ -78,15 +78,15 @@ class DataConfig:
     """The task's options, checked against its args dataclass when the config loads (`s3ft tasks NAME` lists
     them), e.g. for `dataset`: train/test paths or hub ids, format, answer type."""
 
+    base_dir: str | None = None
+    """The folder relative paths (`test_exclude`, files in `task_args`) resolve against. Unset: the config
+    file's folder (with no file, the working directory when the config loads). A run's `config.json` records it, so that the file
+    loads again from the run directory (`s3ft forgetting RUN/config.json`) with the same paths. Where the
+    config lies is no part of the run: it is in no fingerprint."""
+
     def check(self, section: str = "data") -> None:
         for key in ("train_rows", "test_rows"):
             row_range(getattr(self, key), f"{section}.{key}")
-
-    def __post_init__(self):
-        # Not a field: where the config file lies is no part of the run (config.json, fingerprints).
-        self.base_dir: str | None = None
-        """The folder relative paths in `task_args` resolve against: the config file's (`load_config`
-        sets it); None: the working directory."""
 
 
 @dataclass
@@ -650,8 +650,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise S3FTError(f"{'--set' if over and _mentions(over, str(e)) else where}: {e}") from None
     if cfg.data.data_dir is None and os.environ.get("S3FT_DATA_DIR"):
         cfg.data.data_dir = os.environ["S3FT_DATA_DIR"]
-    if path is not None:
-        cfg.data.base_dir = str(path.resolve().parent)
+    if cfg.data.base_dir is None:
+        cfg.data.base_dir = str(path.resolve().parent if path is not None else Path.cwd())
     cfg.origin = Origins(path, over)
     _check_ranges(cfg, cfg.origin)
     if cfg.variant is not None and not re.fullmatch(r"[A-Za-z0-9+._]+", cfg.variant):

@@ -161,7 +161,8 @@ UNSET_LEAVES_OUT = ("train_rows", "test_rows", "test_exclude")
 
 
 def stage_data(run: Run) -> dict[str, list[Example]]:
-    data = {k: v for k, v in to_dict(run.cfg.data).items() if v is not None or k not in UNSET_LEAVES_OUT}
+    data = {k: v for k, v in to_dict(run.cfg.data).items()
+            if k != "base_dir" and (v is not None or k not in UNSET_LEAVES_OUT)}
     inputs = {split: {"task": run.task.describe(), "data": data, "split": split} for split in ("train", "test")}
     # Loaded, and so checked, before the run directory is made; loaded on a rerun too, since the
     # fingerprint holds the config, not the files' contents (see `_same_rows`).
