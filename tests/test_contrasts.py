@@ -257,7 +257,8 @@ def test_run_contrasts_read_the_run_directory_item_by_item(metered_run, tmp_path
         r["kl"] += 0.25 * r["tokens"] if r["kind"] == "response" else 0.0
     _jsonl(copy / "forgetting" / "drift_s3ft.jsonl", rows[::-1])
     before = summary["contrasts"]["s3ft-sft"]["measures"]
-    got = run_contrasts(copy, summary["config"], ["base", "sft", "s3ft"])["s3ft-sft"]
+    from s3ft.config import load_config
+    got = run_contrasts(copy, load_config(copy / "config.json"), ["base", "sft", "s3ft"])["s3ft-sft"]
     assert got["measures"]["drift/response_kl"]["value"] == pytest.approx(
         before["drift/response_kl"]["value"] + 0.25)
     assert got["measures"]["drift/text_nll_delta"]["value"] == pytest.approx(before["drift/text_nll_delta"]["value"])
@@ -364,9 +365,10 @@ def test_default_audit_judge_of_an_exact_task_accepts_a_worked_answer(tmp_path):
     from s3ft.judges import get_judge
     for split in ("train", "test"):
         _jsonl(tmp_path / f"{split}.jsonl", [{"question": "What is 5 + 7?", "answer": "12"}])
-    data = {"task": "jsonl", "task_args": {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl"),
-                                           "judge": "exact"}}
-    run = RunDir(tmp_path, {"data": data, "model": {"name_or_path": "toy"}}, "r", ["base"])
+    from s3ft.config import load_config
+    config = load_config(None, ["model.name_or_path=toy", "data.task=jsonl", f"data.task_args.train={tmp_path}/train.jsonl",
+                                f"data.task_args.test={tmp_path}/test.jsonl", "data.task_args.judge=exact"])
+    run = RunDir(tmp_path, config, "r", ["base"])
     name, why = audit_judge_for(run, "auto")
     assert (name, why) == ("math", None)
     example, worked = {"gold": "12", "meta": {"answer": "12"}}, "5 + 7 = 12.\nThe answer is 12."

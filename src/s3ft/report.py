@@ -21,7 +21,7 @@ def write_summary(run, results: dict[str, EvalResult], select_stats: dict[str, S
     base = results.get("base", {}).get("accuracy")
     contrasts = {}
     if "base" in results:  # each method against SFT, paired over the run's own items
-        contrasts = run_contrasts(run.dir, to_dict(run.cfg), list(results), lambda: run.model_path)
+        contrasts = run_contrasts(run.dir, run.cfg, list(results), lambda: run.model_path)
     summary: Summary = {
         "task": run.cfg.data.task,
         "model": run.cfg.model.name_or_path,

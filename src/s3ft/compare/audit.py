@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 from ..artifacts import read_jsonl
-from ..config import DataConfig
 from ..judges import get_judge, judge_generations
 from ..stats import wilson_ci
 from ..strategies import GOLD, source_group
@@ -21,7 +20,7 @@ def audit_judge_for(run: RunDir, requested: str) -> tuple[str | None, str | None
     """(second judge, None), or (None, why there is no audit) for `requested` = "auto"."""
     if requested != "auto":
         return requested, None
-    primary = get_task(DataConfig(**run.config["data"])).judge
+    primary = get_task(run.config.data).judge
     second = SECOND_OPINIONS.get(primary)
     if second is not None:
         return second, None
@@ -39,7 +38,7 @@ def judge_audit(run: RunDir, judge_name: str, size: int = 50, seed: int = 0) -> 
     whatever the judge) and paraphrases rejected by the pre-filter (too short, mentions the
     reference...). Both counts are reported.
     """
-    task = get_task(DataConfig(**run.config["data"]))
+    task = get_task(run.config.data)
     primary = task.judge
     second = get_judge(judge_name)
     examples = {r["id"]: Example.from_dict(r).to_dict() for r in read_jsonl(run.layout.data("train"))}

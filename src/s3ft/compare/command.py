@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..artifacts import write_json
-from ..config import ForgettingConfig, ModelConfig
+from ..config import to_dict
 from ..errors import S3FTError
 from ..forgetting import meter
 from ..forgetting.lm_eval_bridge import TASKS, evaluate_general, settings_differences
@@ -176,9 +176,9 @@ def _forgetting(c: Comparison) -> None:
     for run in c.runs:
         labels, found = forgetting_labels(run)
         c.controls.update(found)
-        fc = ForgettingConfig(**run.config.get("forgetting", {}))
-        c.meter_settings = run.config.get("forgetting")
-        gcfg = meter.probe_benchmark_config(fc, run.get("data", "data_dir"), ModelConfig(**run.config["model"]))
+        fc = run.config.forgetting
+        c.meter_settings = to_dict(fc)
+        gcfg = meter.probe_benchmark_config(fc, run.config.data.data_dir, run.config.model)
         results = None
         if gcfg is not None:
             results = meter.run_probe_benchmarks(run.path, model_path_of(run), gcfg,
@@ -219,7 +219,7 @@ def _target_nll(c: Comparison) -> None:
             path = model_path_of(run)
             if path not in scorers:
                 with console.status(f"loading {path} for target NLL"):
-                    scorers[path] = NLLScorer(path, run.config["model"], c.opts.nll_batch_size)
+                    scorers[path] = NLLScorer(path, to_dict(run.config.model), c.opts.nll_batch_size)
             return scorers[path]
         nll = target_nll(run, run.methods, get_scorer, c.say)
         for m, s in nll.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..config import ForgettingConfig, ModelConfig
+from ..config import RunConfig
 from ..forgetting import meter
 from .contrasts import contrasts_block, default_pairs
 from .in_domain import in_domain_scores
@@ -13,7 +13,7 @@ from ..forgetting.records import Paired
 from .runs import RunDir
 
 
-def run_pairs(run_dir: Path, config: dict, methods: list[str],
+def run_pairs(run_dir: Path, config: RunConfig, methods: list[str],
               model_path: Callable[[], str] | None = None) -> dict[str, dict[str, Paired]]:
     """{model: {measure: per-item change vs base}}: in-domain verdicts, the meter's drift rows and, when
     `model_path` is given and the meter has a labelled probe, its (cached) lm-eval results."""
@@ -26,8 +26,8 @@ def run_pairs(run_dir: Path, config: dict, methods: list[str],
             out[m] = {"in_domain/accuracy": ([ids[k] - base[k] for k in base], [1.0] * len(base))}
     labels = [m for m in methods if (run.path / meter.FOLDER / f"drift_{m}.jsonl").is_file()]
     if labels:
-        fc = ForgettingConfig(**config.get("forgetting", {}))
-        gcfg = meter.probe_benchmark_config(fc, config.get("data", {}).get("data_dir"), ModelConfig(**config["model"]))
+        fc = config.forgetting
+        gcfg = meter.probe_benchmark_config(fc, config.data.data_dir, config.model)
         results = None
         if gcfg is not None and model_path is not None:  # cached by the forgetting stage: nothing is recomputed
             results = meter.run_probe_benchmarks(run.path, model_path(), gcfg,
@@ -41,7 +41,7 @@ def _adapter(run_dir: Path, label: str) -> str | None:
     return None if label == "base" else str(run_dir / "adapters" / label / "model")
 
 
-def run_contrasts(run_dir: Path, config: dict, methods: list[str], model_path: Callable[[], str] | None = None,
+def run_contrasts(run_dir: Path, config: RunConfig, methods: list[str], model_path: Callable[[], str] | None = None,
                   iters: int = 2000, seed: int = 0) -> dict[str, dict]:
     """compare.json's "contrasts" block for one run: every method against SFT ({} when SFT was not run)."""
     if not default_pairs(methods):

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModelConfig
+from ..config import RunConfig, load_config
 from ..errors import S3FTError
 from ..layout import RunLayout
 from ..methods import METHODS
@@ -31,7 +31,8 @@ SEED_FIELDS = [("data", "seed"), ("train", "seed"), ("generation", "seed")]
 @dataclass
 class RunDir:
     path: Path
-    config: dict
+    config: RunConfig
+    """The run's config.json, loaded as `s3ft run` loads a config."""
     label: str
     methods: list[str]
     group: str = ""
@@ -40,7 +41,7 @@ class RunDir:
 
     @property
     def variant(self) -> str:
-        return self.config.get("variant") or ""
+        return self.config.variant or ""
 
     def model(self, method: str) -> str:
         """A method's name in the comparison: `s3ft` in a run of variant `+replay` is `s3ft+replay`."""
@@ -56,7 +57,8 @@ class RunDir:
         return RunLayout(self.path)
 
     def get(self, section: str, key: str):
-        return self.config.get(section, {}).get(key)
+        """`config.<section>.<key>`, for the fields named as pairs (`IDENTITY_FIELDS`, `SEED_FIELDS`)."""
+        return getattr(getattr(self.config, section), key)
 
     @property
     def seeds(self) -> dict:
@@ -70,14 +72,8 @@ def load_run(path: str | Path) -> RunDir:
         raise S3FTError(f"{path}: not a directory (expected a run directory made by `s3ft run` or `s3ft demo`)")
     if not cfg_path.is_file():
         raise S3FTError(f"{path}: no config.json (not a run directory made by `s3ft run` or `s3ft demo`)")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise S3FTError(f"{cfg_path}: invalid JSON ({e.msg})") from None
-    for section, key in (("model", "name_or_path"), ("data", "task")):
-        if not isinstance(config.get(section), dict) or key not in config[section]:
-            raise S3FTError(f"{cfg_path}: no {section}.{key}")
-    wanted = (["base"] if config.get("eval", {}).get("base", True) else []) + list(config.get("methods", []))
+    config = load_config(cfg_path)  # errors name the file, line and key
+    wanted = (["base"] if config.eval.base else []) + list(config.methods)
     missing = [m for m in wanted if not RunLayout(path).eval_metrics(m).is_file()]
     if missing:
         raise S3FTError(f"{path}: no in-domain evaluation for {', '.join(missing)} "
@@ -85,7 +81,7 @@ def load_run(path: str | Path) -> RunDir:
     if "base" not in wanted:
         raise S3FTError(f"{path}: the base model was not evaluated (eval.base: false); nothing to compare against")
     methods = sorted(dict.fromkeys(wanted), key=lambda m: (method_order().index(m) if m in method_order() else 99, m))
-    return RunDir(path, config, path.name + (config.get("variant") or ""), methods)
+    return RunDir(path, config, path.name + (config.variant or ""), methods)
 
 
 def load_runs(run_dirs: list[Path]) -> list[RunDir]:
@@ -135,5 +131,5 @@ def _group_variants(runs: list[RunDir]) -> None:
 
 
 def model_path_of(run: RunDir) -> str:
-    return materialize(ModelConfig(**run.config["model"]))
+    return materialize(run.config.model)
 
