@@ -269,3 +269,23 @@ def test_long_own_answers_get_a_plan_within_the_budget_for_the_05b_config():
     assert (gold.micro_batch, gold.gradient_checkpointing) == (2, False) and gold.peak_gib <= 6
     assert (long.micro_batch, long.gradient_checkpointing) == (1, True) and long.peak_gib <= 6
     assert long.micro_batch * long.grad_accum == 8
+
+
+def test_a_stage_s_peak_memory_counts_its_engine_child_process_when_asked():
+    """The vLLM engine generates in a child process: a generation stage's peak includes it."""
+    import subprocess
+    import sys
+    import time
+
+    from s3ft.memory import RSSMonitor
+    hold = "b = bytearray(400 << 20); print('up', flush=True); import time; time.sleep(30)"
+    peaks = {}
+    for tree in (False, True):
+        with RSSMonitor(tree=tree) as mem:
+            child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+            assert child.stdout.readline().strip() == "up"
+            time.sleep(0.2)  # a few samples while the child holds its 400 MiB
+            child.kill()
+            child.wait()
+        peaks[tree] = mem.peak_gib
+    assert peaks[True] - peaks[False] > 0.35, peaks

@@ -14,6 +14,7 @@ import resource
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 GIB = 2**30
 
@@ -24,13 +25,33 @@ def _hwm_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def rss_bytes() -> int | None:
-    """The current RSS, or None where /proc is not available."""
+def rss_bytes(pid: int | str = "self") -> int | None:
+    """The current RSS of this process (or `pid`), or None where /proc is not available."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def descendants(pid: int | str = "self") -> list[str]:
+    """The ids of this process's children, theirs, and so on ([] where /proc does not list them)."""
+    found, todo = [], [str(pid)]
+    while todo:
+        for path in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = path.read_text().split()
+            except OSError:  # the process ended meanwhile
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def tree_rss_bytes() -> int | None:
+    """The RSS of this process and every process under it (a generation engine's child process)."""
+    own = rss_bytes()
+    return None if own is None else own + sum(rss_bytes(p) or 0 for p in descendants())
 
 
 def rss_gib() -> float:
@@ -50,21 +71,23 @@ def release_freed_memory() -> None:
 
 
 class RSSMonitor:
-    """`with RSSMonitor() as m: ...` then `m.peak_gib`: the peak RSS while the block ran."""
+    """`with RSSMonitor() as m: ...` then `m.peak_gib`: the peak RSS while the block ran.
+    `tree`: of this process and the processes under it (sampled only), e.g. a vLLM engine's."""
 
-    def __init__(self, interval: float = 0.02):
+    def __init__(self, interval: float = 0.02, tree: bool = False):
         self.interval = interval
         self.peak_bytes = 0
+        self._rss = tree_rss_bytes if tree else rss_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_bytes = max(self.peak_bytes, rss_bytes() or 0)
+            self.peak_bytes = max(self.peak_bytes, self._rss() or 0)
 
     def start(self) -> "RSSMonitor":
         self._hwm0 = _hwm_bytes()
-        self.peak_bytes = rss_bytes() or 0
+        self.peak_bytes = self._rss() or 0
         self._thread = threading.Thread(target=self._sample, name="rss-monitor", daemon=True)
         self._thread.start()
         return self
@@ -72,7 +95,8 @@ class RSSMonitor:
     def read(self) -> float:
         """The peak so far, in GiB, while the block still runs."""
         hwm = _hwm_bytes()
-        return (hwm if hwm > self._hwm0 else max(self.peak_bytes, rss_bytes() or 0)) / GIB
+        exact = hwm if hwm > self._hwm0 else 0  # the kernel's mark, when the block set a new one (this process only)
+        return max(exact, self.peak_bytes, self._rss() or 0) / GIB
 
     def stop(self) -> float:
         """Ends the measurement; returns the peak in GiB."""

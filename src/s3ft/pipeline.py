@@ -211,7 +211,7 @@ def generate(run: Run, stage: GenStage, backend_fn, model_key: dict) -> tuple[li
     if todo:
         # the first batch's cost (time and memory) includes loading the model
         t0, done = time.time(), len(requests) - len(pending)
-        with RSSMonitor() as mem:
+        with RSSMonitor(tree=True) as mem:  # the vLLM engine is a child process
             opened = time.time()
             backend = backend_fn()
             engine = getattr(backend, "engine", backend)
