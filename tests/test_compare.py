@@ -228,6 +228,27 @@ def test_nll_cache_resumes_without_the_model(compared):
     assert set(res) == {"sft", "s3ft"}
 
 
+def test_a_target_scored_for_one_seed_is_not_scored_again_for_another(compared, tmp_path):
+    run, _, _ = compared
+    from s3ft.compare.runs import load_run
+    other = tmp_path / "seed1"  # another seed trains on the same targets; its NLL cache is empty
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("adapters", "nll_*"))
+    memo: dict = {}
+    target_nll(load_run(run), ["sft", "s3ft"], lambda: None, lambda m: None, memo)
+
+    def no_model():
+        raise AssertionError("model loaded although another seed scored every target")
+    res = target_nll(load_run(other), ["sft", "s3ft"], no_model, lambda m: None, memo)
+    assert read_jsonl(other / "nll_s3ft.jsonl") == read_jsonl(run / "nll_s3ft.jsonl")
+    assert res == target_nll(load_run(run), ["sft", "s3ft"], no_model, lambda m: None)
+
+    rows = read_jsonl(other / "train_sft.jsonl")  # an edited target is scored, not taken from the memo
+    rows[0]["target"] += " Edited."
+    (other / "train_sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AssertionError, match="model loaded"):
+        target_nll(load_run(other), ["sft"], no_model, lambda m: None, memo)
+
+
 def test_mismatched_run_dirs_error_clearly(compared, tmp_path):
     run, _, _ = compared
     other = tmp_path / "other"

@@ -214,6 +214,7 @@ def _target_nll(c: Comparison) -> None:
     if not c.opts.nll:
         return
     scorers: dict[str, NLLScorer] = {}
+    memos: dict[tuple, dict] = {}  # per (model, max_length): a target scored for one seed serves all
     for run in c.runs:
         def get_scorer(run=run):
             path = model_path_of(run)
@@ -221,7 +222,8 @@ def _target_nll(c: Comparison) -> None:
                 with console.status(f"loading {path} for target NLL"):
                     scorers[path] = NLLScorer(path, to_dict(run.config.model), c.opts.nll_batch_size)
             return scorers[path]
-        nll = target_nll(run, run.methods, get_scorer, c.say)
+        memo = memos.setdefault((model_path_of(run), run.get("model", "dtype"), run.get("train", "max_length")), {})
+        nll = target_nll(run, run.methods, get_scorer, c.say, memo)
         for m, s in nll.items():
             if m == "base" and run.merged:
                 continue

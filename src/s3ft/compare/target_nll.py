@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Callable
 
 from ..artifacts import StageArtifact, fingerprint, read_jsonl
@@ -21,12 +22,21 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _key(row: dict) -> tuple[str, str, str]:
+    """What a target's score depends on besides the model: its row, prompt and text."""
+    return row["id"], _sha(json.dumps(row["messages"], sort_keys=True)), _sha(row["target"])
+
+
 def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScorer],
-               say: Callable[[str], None]) -> dict:
-    """Per-row NLL of each method's training targets under the base model, cached in the run dir."""
+               say: Callable[[str], None], memo: dict | None = None) -> dict:
+    """Per-row NLL of each method's training targets under the base model, cached in the run dir.
+
+    `memo` maps (id, prompt sha, target sha) to a scored row; pass one dict to several runs of the same
+    model and `max_length` (the seeds of a sweep train on the same targets) to score each target once.
+    """
     max_length = run.get("train", "max_length")
     results = {}
-    memo: dict[tuple[str, str], dict] = {}  # (id, target sha) -> row, shared across methods
+    memo = {} if memo is None else memo
     for method in methods:
         path = run.layout.train(method)
         if method == "base" or not path.is_file():
@@ -39,16 +49,17 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
                   "targets": fingerprint([[r["id"], r["messages"], r["target"]] for r in rows])}
         # force=True: a cache made for other targets (the run was redone) is recomputed, not an error
         art = StageArtifact(run.layout.nll(method), inputs, force=True)
-        for r in art.rows.values():
-            memo.setdefault((r["id"], r["target_sha"]), r)
+        for r in rows:  # the cache's inputs fingerprint these rows' prompts and targets
+            if r["id"] in art.rows:
+                memo.setdefault(_key(r), art.rows[r["id"]])
         todo = [r for r in rows if r["id"] not in art.rows]
         if todo:
             with progress_bar(f"nll {run.label}/{method}", len(rows), len(rows) - len(todo)) as advance:
-                reuse = [r for r in todo if (r["id"], _sha(r["target"])) in memo]
+                reuse = [r for r in todo if _key(r) in memo]
                 if reuse:
-                    art.append([{**memo[(r["id"], _sha(r["target"]))], "source": r["source"]} for r in reuse])
+                    art.append([{**memo[_key(r)], "source": r["source"]} for r in reuse])
                     advance(len(reuse))
-                fresh = [r for r in todo if (r["id"], _sha(r["target"])) not in memo]
+                fresh = [r for r in todo if _key(r) not in memo]
                 if fresh:
                     scorer = get_scorer()
                     full = [encode_target(scorer.tok, r["messages"], r["target"]) for r in fresh]
@@ -64,7 +75,7 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
                             row = {"id": r["id"], "source": r["source"], "target_sha": _sha(r["target"]),
                                    "nll": nll, "tokens": ntok,
                                    "truncated": len(enc[k][0]) < len(full[k][0])}
-                            memo[(r["id"], row["target_sha"])] = row
+                            memo[_key(r)] = row
                             new.append(row)
                         art.append(new)
                         advance(len(part))
