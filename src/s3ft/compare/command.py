@@ -213,16 +213,16 @@ def _target_nll(c: Comparison) -> None:
     """NLL of training targets under the base model."""
     if not c.opts.nll:
         return
-    scorers: dict[str, NLLScorer] = {}
-    memos: dict[tuple, dict] = {}  # per (model, max_length): a target scored for one seed serves all
+    scorers: dict[tuple[str, str], NLLScorer] = {}
+    memo: dict = {}  # a target scored for one seed serves every run with the same scoring setup
     for run in c.runs:
         def get_scorer(run=run):
             path = model_path_of(run)
-            if path not in scorers:
+            key = (path, run.config.model.dtype)  # the same weights at another dtype score differently
+            if key not in scorers:
                 with console.status(f"loading {path} for target NLL"):
-                    scorers[path] = NLLScorer(path, to_dict(run.config.model), c.opts.nll_batch_size)
-            return scorers[path]
-        memo = memos.setdefault((model_path_of(run), run.get("model", "dtype"), run.get("train", "max_length")), {})
+                    scorers[key] = NLLScorer(path, to_dict(run.config.model), c.opts.nll_batch_size)
+            return scorers[key]
         nll = target_nll(run, run.methods, get_scorer, c.say, memo)
         for m, s in nll.items():
             if m == "base" and run.merged:

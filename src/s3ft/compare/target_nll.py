@@ -23,7 +23,7 @@ def _sha(text: str) -> str:
 
 
 def _key(row: dict) -> tuple[str, str, str]:
-    """What a target's score depends on besides the model: its row, prompt and text."""
+    """What a target's score depends on besides the scoring setup: its row, prompt and text."""
     return row["id"], _sha(json.dumps(row["messages"], sort_keys=True)), _sha(row["target"])
 
 
@@ -31,12 +31,14 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
                say: Callable[[str], None], memo: dict | None = None) -> dict:
     """Per-row NLL of each method's training targets under the base model, cached in the run dir.
 
-    `memo` maps (id, prompt sha, target sha) to a scored row; pass one dict to several runs of the same
-    model and `max_length` (the seeds of a sweep train on the same targets) to score each target once.
+    Pass one `memo` dict to several runs (the seeds of a sweep train on the same targets) to score each
+    target once; it is keyed by the same scoring setup (model, dtype, `max_length`) that the cache is.
     """
     max_length = run.get("train", "max_length")
+    setup = {"model": {k: run.get("model", k) for k in ("name_or_path", "gguf_file", "dtype")},
+             "max_length": max_length, "scoring": "trl-prompt-completion-v1"}
+    known = ({} if memo is None else memo).setdefault(fingerprint(setup), {})  # _key(row) -> NLL row
     results = {}
-    memo = {} if memo is None else memo
     for method in methods:
         path = run.layout.train(method)
         if method == "base" or not path.is_file():
@@ -44,22 +46,21 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
         rows = read_jsonl(path)
         if not rows or "target" not in rows[0]:  # opsd: no fixed targets, the student samples its own
             continue
-        inputs = {"model": {k: run.get("model", k) for k in ("name_or_path", "gguf_file", "dtype")},
-                  "max_length": max_length, "scoring": "trl-prompt-completion-v1",
-                  "targets": fingerprint([[r["id"], r["messages"], r["target"]] for r in rows])}
+        inputs = {**setup, "targets": fingerprint([[r["id"], r["messages"], r["target"]] for r in rows])}
         # force=True: a cache made for other targets (the run was redone) is recomputed, not an error
         art = StageArtifact(run.layout.nll(method), inputs, force=True)
+        keys = {r["id"]: _key(r) for r in rows}
         for r in rows:  # the cache's inputs fingerprint these rows' prompts and targets
             if r["id"] in art.rows:
-                memo.setdefault(_key(r), art.rows[r["id"]])
+                known.setdefault(keys[r["id"]], art.rows[r["id"]])
         todo = [r for r in rows if r["id"] not in art.rows]
         if todo:
             with progress_bar(f"nll {run.label}/{method}", len(rows), len(rows) - len(todo)) as advance:
-                reuse = [r for r in todo if _key(r) in memo]
+                reuse = [r for r in todo if keys[r["id"]] in known]
                 if reuse:
-                    art.append([{**memo[_key(r)], "source": r["source"]} for r in reuse])
+                    art.append([{**known[keys[r["id"]]], "source": r["source"]} for r in reuse])
                     advance(len(reuse))
-                fresh = [r for r in todo if _key(r) not in memo]
+                fresh = [r for r in todo if keys[r["id"]] not in known]
                 if fresh:
                     scorer = get_scorer()
                     full = [encode_target(scorer.tok, r["messages"], r["target"]) for r in fresh]
@@ -75,7 +76,7 @@ def target_nll(run: RunDir, methods: list[str], get_scorer: Callable[[], NLLScor
                             row = {"id": r["id"], "source": r["source"], "target_sha": _sha(r["target"]),
                                    "nll": nll, "tokens": ntok,
                                    "truncated": len(enc[k][0]) < len(full[k][0])}
-                            memo[_key(r)] = row
+                            known[keys[r["id"]]] = row
                             new.append(row)
                         art.append(new)
                         advance(len(part))
